@@ -1,0 +1,1 @@
+//! Shared harness for cnnc end-to-end tests.
