@@ -6,8 +6,10 @@
 //! - [`reference`]: one naive, obviously-correct implementation per operator
 //!   over NCHW `f32` tensors. It is the oracle that every fast kernel, the
 //!   interpreter and the generated code are tested against.
-//! - fast tiers (added beside it): packed, SIMD and multi-threaded kernels
-//!   chosen per layer and per CPU.
+//! - fast tiers: packed, SIMD kernels chosen per layer and per CPU. The
+//!   [`tier`] module detects the CPU once and hands out a [`Kernels`] table
+//!   (`CNNC_KERNELS` forces a tier); [`gemm`] is the packed GEMM (direct and
+//!   indirect, fused epilogue) that convolutions and linear layers build on.
 //!
 //! The shapes a kernel works on are described by the plain structs of
 //! [`geometry`]; they hold fully resolved sizes (every default filled, output
@@ -16,8 +18,11 @@
 #![deny(missing_docs)]
 
 pub mod activation;
+pub mod gemm;
 pub mod geometry;
 pub mod reference;
+pub mod tier;
 
 pub use activation::Activation;
 pub use geometry::{Conv2dGeometry, Pool2dGeometry};
+pub use tier::{active_tier, kernels, kernels_for, Kernels, Tier};

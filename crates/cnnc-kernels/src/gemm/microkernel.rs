@@ -1,0 +1,323 @@
+//! The one generic microkernel body, instantiated per tier and tile size.
+//!
+//! A microkernel computes one `MR × (NV·LANES)` tile of `C` over one block of
+//! `K`, holding the whole tile in `MR·NV` accumulator registers:
+//!
+//! ```text
+//! for k in block:                      // one "k-step"
+//!     b[v]   = load(B panel, k, v)     // NV vector loads of packed B
+//!     for r in 0..MR:
+//!         a  = splat(A[r][k])          // one broadcast per row
+//!         acc[r][v] = a * b[v] + acc[r][v]
+//! ```
+//!
+//! then, on the last block of `K`, the fused epilogue in registers (bias,
+//! residual, activation) and the (masked) store. `A` is read in place, either
+//! as rows at a stride (direct GEMM) or through an indirection table of row
+//! offsets per kernel tap (indirect GEMM, [`indirect`]); both share
+//! [`accumulate`] and [`finish`].
+//!
+//! **Invariant:** every element of `C` goes through the same sequence of
+//! `mul_add`s in `k` order whatever the tile variant (`MR`, `NV`) that
+//! computes it, and `K` blocks store and reload exact `f32` partial sums, so a
+//! result never depends on how the tile grid is split between calls or threads.
+
+use super::simd::Simd;
+use super::PANEL;
+use crate::Activation;
+
+/// Marks a padding tap in an indirection table: the row reads the zero
+/// vector instead of the input.
+pub const PAD_OFFSET: usize = usize::MAX;
+
+/// Everything one microkernel call needs, as raw pointers already offset to
+/// the tile (built by the driver in `gemm/mod.rs`, which checked every bound).
+pub(crate) struct MicroArgs {
+    /// Length of this `K` block (direct) or channels per tap (indirect).
+    pub kc: usize,
+    /// Direct: `A` at (first row of the tile, first `k` of the block).
+    /// Indirect: the input base pointer that offsets are relative to.
+    pub a: *const f32,
+    /// Direct: row stride of `A`. Indirect: unused.
+    pub lda: usize,
+    /// Indirect: the offsets of the tile's first row at the block's first
+    /// tap; row `r`, tap `t` is at `offsets[r * taps_total + t]`.
+    pub offsets: *const usize,
+    /// Indirect: taps per output row in the whole table.
+    pub taps_total: usize,
+    /// Indirect: taps in this block.
+    pub taps: usize,
+    /// Indirect: a zero vector of at least `kc` values (padding rows).
+    pub zero: *const f32,
+    /// Packed `B` at the tile's first column and the block's first `k`.
+    pub b: *const f32,
+    /// Distance in floats between consecutive `B` panels (`K · PANEL`).
+    pub b_panel_stride: usize,
+    /// `C` at the tile's first element.
+    pub c: *mut f32,
+    /// Row stride of `C`.
+    pub ldc: usize,
+    /// Valid columns of the tile (`1..=NV·LANES`); the rest is masked.
+    pub cols: usize,
+    /// Start from the values in `C` instead of zero.
+    pub load_c: bool,
+    /// Apply the epilogue and activation (last block of `K`).
+    pub last: bool,
+    /// Bias at the tile's first column (padded to whole panels), or null.
+    pub bias: *const f32,
+    /// Residual at the tile's first element, or null.
+    pub residual: *const f32,
+    /// Row stride of the residual.
+    pub ldr: usize,
+    /// The activation of the epilogue.
+    pub activation: Activation,
+}
+
+/// The type of every microkernel entry point in a tier's table.
+pub(crate) type MicroFn = unsafe fn(&MicroArgs);
+
+/// The pointer to vector `v` of a tile's `B` columns, in the layout of
+/// [`PackedB`](super::PackedB): panels of [`PANEL`] columns, `K` rows each.
+///
+/// A tile either starts on a panel boundary, or lies inside one panel.
+#[inline(always)]
+fn b_vector<V: Simd>(b: *const f32, panel_stride: usize, v: usize) -> *const f32 {
+    let column = v * V::LANES;
+    b.wrapping_add((column / PANEL) * panel_stride + column % PANEL)
+}
+
+/// Accumulates `kc` k-steps of the tile into `acc`, reading row `r` of `A`
+/// from `rows[r]` onwards and `B` from `b` onwards.
+///
+/// # Safety
+/// Every `rows[r]` valid for `kc` reads; `b` valid for `kc` k-steps of the
+/// tile's panels; the target-feature contract of [`Simd`].
+#[inline(always)]
+pub(crate) unsafe fn accumulate<V: Simd, const MR: usize, const NV: usize>(
+    acc: &mut [[V; NV]; MR],
+    rows: &[*const f32; MR],
+    b: *const f32,
+    b_panel_stride: usize,
+    kc: usize,
+) {
+    let b_vectors: [*const f32; NV] = core::array::from_fn(|v| b_vector::<V>(b, b_panel_stride, v));
+    for k in 0..kc {
+        // SAFETY: `k < kc` keeps every read inside the ranges the caller
+        // guarantees; the target-feature contract is the caller's.
+        unsafe {
+            let b_k: [V; NV] = core::array::from_fn(|v| V::load(b_vectors[v].add(k * PANEL)));
+            for r in 0..MR {
+                let a = V::splat(*rows[r].add(k));
+                for v in 0..NV {
+                    acc[r][v] = a.mul_add(b_k[v], acc[r][v]);
+                }
+            }
+        }
+    }
+}
+
+/// Loads `LANES` or fewer values (the tile's ragged right edge).
+///
+/// # Safety
+/// `p` valid for `min(valid, LANES)` reads, `valid > 0`.
+#[inline(always)]
+unsafe fn load_edge<V: Simd>(p: *const f32, valid: usize) -> V {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if valid >= V::LANES {
+            V::load(p)
+        } else {
+            V::load_partial(p, valid)
+        }
+    }
+}
+
+/// Stores `LANES` or fewer values (the tile's ragged right edge).
+///
+/// # Safety
+/// `p` valid for `min(valid, LANES)` writes, `valid > 0`.
+#[inline(always)]
+unsafe fn store_edge<V: Simd>(x: V, p: *mut f32, valid: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if valid >= V::LANES {
+            x.store(p)
+        } else {
+            x.store_partial(p, valid)
+        }
+    }
+}
+
+/// Number of vectors of the tile that hold at least one valid column.
+#[inline(always)]
+fn live_vectors<V: Simd, const NV: usize>(cols: usize) -> usize {
+    cols.div_ceil(V::LANES).min(NV)
+}
+
+/// The tile's starting accumulators: zero, or `C`'s current values.
+///
+/// # Safety
+/// With `args.load_c`, `C` valid for the tile's `MR × cols` elements.
+#[inline(always)]
+pub(crate) unsafe fn init<V: Simd, const MR: usize, const NV: usize>(
+    args: &MicroArgs,
+) -> [[V; NV]; MR] {
+    // SAFETY: the target-feature contract is the caller's.
+    let mut acc = [[unsafe { V::zero() }; NV]; MR];
+    if args.load_c {
+        let live = live_vectors::<V, NV>(args.cols);
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            for (v, acc_v) in acc_row.iter_mut().enumerate().take(live) {
+                // SAFETY: row `r < MR` and columns below `cols` of the tile
+                // are inside `C` (the caller's contract).
+                *acc_v = unsafe {
+                    load_edge::<V>(
+                        args.c.add(r * args.ldc + v * V::LANES),
+                        args.cols - v * V::LANES,
+                    )
+                };
+            }
+        }
+    }
+    acc
+}
+
+/// Applies the vectorizable activations to one register.
+///
+/// # Safety
+/// The target-feature contract of [`Simd`].
+#[inline(always)]
+unsafe fn activate<V: Simd>(x: V, activation: Activation) -> V {
+    // SAFETY: pure register arithmetic under the caller's contract.
+    unsafe {
+        match activation {
+            Activation::Relu => x.max(V::zero()),
+            Activation::Relu6 => x.max(V::zero()).min(V::splat(6.0)),
+            Activation::LeakyRelu { negative_slope } => {
+                // max(x, 0) + slope * min(x, 0): exactly x for x >= 0 and
+                // exactly slope * x for x < 0 (adding a zero is exact).
+                let positive = x.max(V::zero());
+                let negative = x.min(V::zero());
+                V::splat(negative_slope).mul_add(negative, positive)
+            }
+            Activation::Hardswish => {
+                // x * relu6(x + 3) / 6, with a true division as PyTorch.
+                let gate = x.add(V::splat(3.0)).max(V::zero()).min(V::splat(6.0));
+                x.mul(gate).div(V::splat(6.0))
+            }
+            // Identity, and the two applied by the scalar pass after the
+            // store (see `finish`).
+            Activation::Identity | Activation::Sigmoid | Activation::Tanh => x,
+        }
+    }
+}
+
+/// The epilogue and the store: on the last `K` block adds the bias and the
+/// residual and applies the activation, in registers; then stores the valid
+/// part of the tile.
+///
+/// Sigmoid and tanh have no vectorized implementation yet: they are applied
+/// by a scalar pass over the freshly stored tile, which is still in L1.
+///
+/// # Safety
+/// `C` (and the residual, when not null) valid for the tile's `MR × cols`
+/// elements; the bias (when not null) valid for `NV·LANES` reads; the
+/// target-feature contract of [`Simd`].
+#[inline(always)]
+pub(crate) unsafe fn finish<V: Simd, const MR: usize, const NV: usize>(
+    mut acc: [[V; NV]; MR],
+    args: &MicroArgs,
+) {
+    let live = live_vectors::<V, NV>(args.cols);
+    // SAFETY: every access below is inside the tile (row `< MR`, column
+    // `< cols`, or `< NV·LANES` for the padded bias), as the caller
+    // guarantees; the target-feature contract is the caller's.
+    unsafe {
+        if args.last {
+            if !args.bias.is_null() {
+                for v in 0..live {
+                    let bias = V::load(args.bias.add(v * V::LANES));
+                    for acc_row in acc.iter_mut() {
+                        acc_row[v] = acc_row[v].add(bias);
+                    }
+                }
+            }
+            if !args.residual.is_null() {
+                for (r, acc_row) in acc.iter_mut().enumerate() {
+                    for (v, acc_v) in acc_row.iter_mut().enumerate().take(live) {
+                        let p = args.residual.add(r * args.ldr + v * V::LANES);
+                        *acc_v = acc_v.add(load_edge::<V>(p, args.cols - v * V::LANES));
+                    }
+                }
+            }
+            if !matches!(args.activation, Activation::Identity) {
+                for acc_row in acc.iter_mut() {
+                    for acc_v in acc_row.iter_mut().take(live) {
+                        *acc_v = activate(*acc_v, args.activation);
+                    }
+                }
+            }
+        }
+        for (r, acc_row) in acc.iter().enumerate() {
+            for (v, acc_v) in acc_row.iter().enumerate().take(live) {
+                let p = args.c.add(r * args.ldc + v * V::LANES);
+                store_edge::<V>(*acc_v, p, args.cols - v * V::LANES);
+            }
+        }
+        if args.last && matches!(args.activation, Activation::Sigmoid | Activation::Tanh) {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(args.c.add(r * args.ldc), args.cols);
+                for x in row {
+                    *x = args.activation.apply(*x);
+                }
+            }
+        }
+    }
+}
+
+/// The direct microkernel: `A` rows at stride `lda`.
+///
+/// # Safety
+/// The bounds in [`MicroArgs`] hold for this tile (`MR` rows of `A` with
+/// `kc` values each from `a`); the target-feature contract of [`Simd`].
+#[inline(always)]
+pub(crate) unsafe fn direct<V: Simd, const MR: usize, const NV: usize>(args: &MicroArgs) {
+    // SAFETY: forwarded from the caller; the row pointers stay inside `A`.
+    unsafe {
+        let mut acc = init::<V, MR, NV>(args);
+        let rows: [*const f32; MR] = core::array::from_fn(|r| args.a.add(r * args.lda));
+        accumulate::<V, MR, NV>(&mut acc, &rows, args.b, args.b_panel_stride, args.kc);
+        finish::<V, MR, NV>(acc, args);
+    }
+}
+
+/// The indirect microkernel: for each tap of the block, row `r` of `A` is the
+/// `kc`-vector at `a + offsets[r * taps_total + tap]`, or the zero vector
+/// where the offset is [`PAD_OFFSET`].
+///
+/// # Safety
+/// The bounds in [`MicroArgs`] hold for this tile (every non-padding offset
+/// plus `kc` inside the input; `zero` valid for `kc` reads; `B` valid for
+/// `taps · kc` k-steps); the target-feature contract of [`Simd`].
+#[inline(always)]
+pub(crate) unsafe fn indirect<V: Simd, const MR: usize, const NV: usize>(args: &MicroArgs) {
+    // SAFETY: forwarded from the caller; the offsets were validated when the
+    // indirection table was checked.
+    unsafe {
+        let mut acc = init::<V, MR, NV>(args);
+        let mut b = args.b;
+        for tap in 0..args.taps {
+            let rows: [*const f32; MR] = core::array::from_fn(|r| {
+                let offset = *args.offsets.add(r * args.taps_total + tap);
+                if offset == PAD_OFFSET {
+                    args.zero
+                } else {
+                    args.a.add(offset)
+                }
+            });
+            accumulate::<V, MR, NV>(&mut acc, &rows, b, args.b_panel_stride, args.kc);
+            b = b.add(args.kc * PANEL);
+        }
+        finish::<V, MR, NV>(acc, args);
+    }
+}
