@@ -1,0 +1,141 @@
+//! `cnnc check NET.cnn [--json]`: validate a network and print its layers.
+//!
+//! The table has one row per node in execution order: the layer's name
+//! (anonymous layers as `#INDEX op`), the operator with its key parameters,
+//! the per-sample output shape, the parameter count and the
+//! multiply-accumulates per sample; then the totals.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cnnc_ir::{format_shape, Checked};
+use serde_json::json;
+
+use crate::common::{load_checked, thousands};
+use crate::{Options, Outcome};
+
+/// Arguments of `cnnc check`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The network (`.cnn` file).
+    pub net: PathBuf,
+    /// Print the table as JSON: `{layers: [{name, op, summary, output_shape,
+    /// params, macs}], total_params, total_macs, ...}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `cnnc check`.
+pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
+    let (_, checked) = load_checked(&args.net, options)?;
+    let Some(checked) = checked else {
+        return Ok(Outcome::Diagnosed);
+    };
+    if args.json {
+        println!("{}", render_json(&checked));
+    } else {
+        print!("{}", render_table(&checked));
+    }
+    Ok(Outcome::Success)
+}
+
+struct Row {
+    name: String,
+    op: String,
+    shape: String,
+    params: String,
+    macs: String,
+}
+
+/// The layer table as printed by `cnnc check`.
+pub fn render_table(checked: &Checked) -> String {
+    let graph = &checked.graph;
+    let info = &checked.info;
+    let mut rows = vec![Row {
+        name: "layer".into(),
+        op: "operator".into(),
+        shape: "output".into(),
+        params: "params".into(),
+        macs: "MACs".into(),
+    }];
+    for &node in info.order() {
+        let Some(node_info) = info.get(node) else {
+            continue;
+        };
+        rows.push(Row {
+            name: graph.display_name(node),
+            op: graph[node].op.summary(),
+            shape: format_shape(&node_info.shape),
+            params: thousands(node_info.params),
+            macs: thousands(node_info.macs),
+        });
+    }
+    rows.push(Row {
+        name: "total".into(),
+        op: String::new(),
+        shape: String::new(),
+        params: thousands(info.total_params),
+        macs: thousands(info.total_macs),
+    });
+    let width = |f: fn(&Row) -> &str| rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
+    let w_name = width(|r| &r.name);
+    let w_op = width(|r| &r.op);
+    let w_shape = width(|r| &r.shape);
+    let w_params = width(|r| &r.params);
+    let w_macs = width(|r| &r.macs);
+    let mut out = format!(
+        "network {}: input {}, output {}\n\n",
+        graph.name(),
+        format_shape(info.shape(graph.input())),
+        format_shape(info.shape(graph.output()))
+    );
+    let rule = "-".repeat(w_name + w_op + w_shape + w_params + w_macs + 8);
+    let last = rows.len() - 1;
+    for (i, row) in rows.iter().enumerate() {
+        if i == last {
+            out.push_str(&rule);
+            out.push('\n');
+        }
+        let line = format!(
+            "{:<w_name$}  {:<w_op$}  {:<w_shape$}  {:>w_params$}  {:>w_macs$}",
+            row.name, row.op, row.shape, row.params, row.macs
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&rule);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The layer table as JSON.
+pub fn render_json(checked: &Checked) -> String {
+    let graph = &checked.graph;
+    let info = &checked.info;
+    let layers: Vec<_> = info
+        .order()
+        .iter()
+        .filter_map(|&node| {
+            let node_info = info.get(node)?;
+            Some(json!({
+                "name": graph.display_name(node),
+                "op": graph[node].op.name(),
+                "summary": graph[node].op.summary(),
+                "output_shape": node_info.shape,
+                "params": node_info.params,
+                "macs": node_info.macs,
+            }))
+        })
+        .collect();
+    let value = json!({
+        "network": graph.name(),
+        "input_shape": info.shape(graph.input()),
+        "output_shape": info.shape(graph.output()),
+        "layers": layers,
+        "total_params": info.total_params,
+        "total_macs": info.total_macs,
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}

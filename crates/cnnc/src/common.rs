@@ -1,0 +1,124 @@
+//! What the subcommands share: reading and checking a `.cnn` file, printing
+//! diagnostics, writing output files atomically.
+
+use std::fs;
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use cnnc_ir::Checked;
+use cnnc_syntax::{Diagnostics, RenderStyle, SourceFile, MAX_SOURCE_LEN};
+
+use crate::{ErrorFormat, Options};
+
+/// Reads a `.cnn` file (at most a little over the parser's size limit, so
+/// a huge file is reported rather than read whole).
+pub fn read_source(path: &Path) -> Result<SourceFile> {
+    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SOURCE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(SourceFile::from_bytes(path.display().to_string(), bytes))
+}
+
+/// Prints diagnostics on stderr in the chosen style (colored on a terminal
+/// unless `NO_COLOR` is set).
+pub fn print_diagnostics(diagnostics: &Diagnostics, file: &SourceFile, options: &Options) {
+    if diagnostics.is_empty() {
+        return;
+    }
+    let style = match options.error_format {
+        ErrorFormat::Short => RenderStyle::Short,
+        ErrorFormat::Rich
+            if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() =>
+        {
+            RenderStyle::Colored
+        }
+        ErrorFormat::Rich => RenderStyle::Plain,
+    };
+    let mut text = diagnostics.render(file, style);
+    let errors = diagnostics.error_count();
+    if errors > 0 && options.error_format == ErrorFormat::Rich {
+        let plural = if errors == 1 { "" } else { "s" };
+        text.push_str(&format!(
+            "error: could not compile `{}` due to {errors} previous error{plural}\n",
+            file.name()
+        ));
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// Reads, parses, lowers and checks a network, printing every diagnostic.
+/// `None` means errors were printed.
+pub fn load_checked(path: &Path, options: &Options) -> Result<(SourceFile, Option<Checked>)> {
+    let file = read_source(path)?;
+    match cnnc_ir::check(&file) {
+        Ok(checked) => {
+            print_diagnostics(&checked.warnings, &file, options);
+            Ok((file, Some(checked)))
+        }
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics, &file, options);
+            Ok((file, None))
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: into a temporary file in the same
+/// directory, then renamed over `path`. On any failure the temporary file is
+/// removed and `path` is left as it was: never a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> Result<()> {
+        let mut file =
+            fs::File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+        file.write_all(bytes)
+            .with_context(|| format!("cannot write {}", temp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("cannot write {}", temp.display()))?;
+        fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// `11689512` → `11,689,512`.
+pub fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(11_689_512), "11,689,512");
+    }
+}
