@@ -3,7 +3,7 @@
 //! Everything numeric that a network does lives here, and nothing else: this
 //! crate knows no graph, no source text and no file format. It has two layers:
 //!
-//! - [`reference`]: one naive, obviously-correct implementation per operator
+//! - [`reference`](mod@reference): one naive, obviously-correct implementation per operator
 //!   over NCHW `f32` tensors. It is the oracle that every fast kernel, the
 //!   interpreter and the generated code are tested against.
 //! - fast tiers: packed, SIMD kernels chosen per layer and per CPU. The
