@@ -29,11 +29,12 @@ impl Activation {
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Activation::Identity => x,
+            // Written so that NaN propagates, as in PyTorch.
             Activation::Relu => {
-                if x > 0.0 {
-                    x
-                } else {
+                if x < 0.0 {
                     0.0
+                } else {
+                    x
                 }
             }
             Activation::Relu6 => x.clamp(0.0, 6.0),
@@ -72,6 +73,7 @@ mod tests {
     fn values_match_pytorch_definitions() {
         assert_eq!(Activation::Relu.apply(-2.0), 0.0);
         assert_eq!(Activation::Relu.apply(2.5), 2.5);
+        assert!(Activation::Relu.apply(f32::NAN).is_nan());
         assert_eq!(Activation::Relu6.apply(7.0), 6.0);
         assert_eq!(Activation::Relu6.apply(-1.0), 0.0);
         assert_eq!(Activation::LeakyRelu { negative_slope: 0.1 }.apply(-2.0), -0.2);
