@@ -381,6 +381,13 @@ impl Context<'_> {
     }
 
     fn too_large(&self, shape: &[usize]) -> Diagnostic {
+        if matches!(self.data.op, Op::Input(_)) {
+            return Diagnostic::error(format!(
+                "the input is too large: {} has more than 2^31 elements per sample",
+                format_shape(shape)
+            ))
+            .with_primary(Label::new(self.op_span(), "input too large"));
+        }
         Diagnostic::error(format!(
             "the output of this `{}` is too large: {} has more than 2^31 elements",
             self.name(),

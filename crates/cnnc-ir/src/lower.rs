@@ -953,6 +953,7 @@ impl Lowerer {
                     .with_primary(Label::new(network.name.span, "no input"))
                     .with_help("declare the per-sample input shape: `input x: [3, 224, 224]`"),
             );
+            self.diagnostics.sort_by_position();
             return Err(self.diagnostics);
         };
         if self.layers == 0 {

@@ -79,6 +79,9 @@ impl OpSpec {
 
     /// The call signature for help messages: `conv2d(out_channels, kernel_size, stride=1, ...)`.
     pub fn signature(&self) -> String {
+        if self.params.is_empty() && self.operands == Operands::Implicit {
+            return self.name.to_string();
+        }
         let mut parts: Vec<String> = Vec::new();
         match self.operands {
             Operands::Implicit => {}
