@@ -45,8 +45,12 @@
 //!     err.to_string(),
 //!     "weights: tensor `fc.weight` has the wrong shape: expected [2, 1], found [1, 2]"
 //! );
-//! let err = weights.tensor("fc.weights", &[1, 2]).unwrap_err();
-//! assert!(matches!(err, Error::MissingTensor { did_you_mean: Some(_), .. }));
+//! let err = weights.tensor("fc1.weight", &[1, 2]).unwrap_err();
+//! assert!(matches!(err, Error::MissingTensor { .. }));
+//! assert_eq!(
+//!     err.to_string(),
+//!     "weights: tensor `fc1.weight` not found; did you mean `fc.weight`?"
+//! );
 //! # Ok::<(), cnnc_runtime::Error>(())
 //! ```
 //!

@@ -6,9 +6,10 @@
 //! 1. a prefix added by a wrapper: the network asks for `conv1.weight`, the
 //!    file has `module.conv1.weight` (`DataParallel`) or `model.conv1.weight`;
 //! 2. the opposite, the network's name has a prefix the file lacks;
-//! 3. a near miss in spelling or numbering: `features.0.weight` against
-//!    `features.0.0.weight`, `layer1.0.bn1.running_var` against
-//!    `layer1.0.bn1.running_variance`, judged by edit distance.
+//! 3. a near miss in the layer's path, for the same parameter:
+//!    `features.0.weight` against `features.0.0.weight` (an `nn.Sequential`
+//!    nested one level deeper), `feature.3.bias` against `features.3.bias`,
+//!    judged by edit distance.
 
 /// Returns the name in `names` that `wanted` most plausibly means, if any.
 pub(crate) fn closest<'a>(
@@ -31,15 +32,17 @@ pub(crate) fn closest<'a>(
     if let Some(name) = without_prefix {
         return Some(name.to_string());
     }
-    // 3. The smallest edit distance within a budget that grows with the
-    //    name's length; ties prefer the same last component (`weight`).
-    let budget = (wanted.chars().count() / 3).max(2);
-    let wanted_last = last_component(wanted);
+    // 3. The same parameter (`weight`, `running_var`) of a layer whose path
+    //    is a near miss: within a quarter of its length in edits (at least
+    //    one). Tighter than that and `features.0` would not find
+    //    `features.0.0`; looser and `conv1` would suggest `bn1`, another layer.
+    let (wanted_layer, wanted_param) = split_last(wanted);
+    let budget = (wanted_layer.chars().count() / 4).max(1);
     names
+        .filter(|name| split_last(name).1 == wanted_param)
         .filter_map(|name| {
-            let distance = bounded_edit_distance(wanted, name, budget)?;
-            let other_last = usize::from(last_component(name) != wanted_last);
-            Some(((distance, other_last, name), name))
+            let distance = bounded_edit_distance(wanted_layer, split_last(name).0, budget)?;
+            Some(((distance, name), name))
         })
         .min_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, name)| name.to_string())
@@ -52,8 +55,10 @@ fn ends_with_component(haystack: &str, needle: &str) -> bool {
         .is_some_and(|head| head.ends_with('.'))
 }
 
-fn last_component(name: &str) -> &str {
-    name.rsplit('.').next().unwrap_or(name)
+/// `layer1.0.conv1.weight` → (`layer1.0.conv1`, `weight`); a name without
+/// a dot is all parameter.
+fn split_last(name: &str) -> (&str, &str) {
+    name.rsplit_once('.').unwrap_or(("", name))
 }
 
 /// Levenshtein distance between `a` and `b` in characters, or `None` when it
@@ -136,16 +141,15 @@ mod tests {
     #[test]
     fn spelling() {
         check(
-            "layer1.0.bn1.running_var",
-            &["layer1.0.bn1.running_mean", "layer1.0.bn1.runing_var"],
-            Some("layer1.0.bn1.runing_var"),
+            "feature.3.bias",
+            &["features.3.weight", "features.3.bias", "features.4.bias"],
+            Some("features.3.bias"),
         );
     }
 
     #[test]
-    fn prefers_same_last_component() {
-        // `conv2.weight` and `conv1.bias` are at distances 1 and 6; among
-        // equal distances the same last component wins.
+    fn only_the_same_parameter() {
+        check("conv1.weight", &["conv1.bias", "conv2.bias"], None);
         check(
             "conv1.weight",
             &["conv2.bias", "conv2.weight"],
@@ -155,6 +159,8 @@ mod tests {
 
     #[test]
     fn nothing_close() {
+        // Another layer's weight is not a plausible meaning.
+        check("conv1.weight", &["bn1.weight", "fc.weight"], None);
         check("fc.weight", &["features.0.0.weight", "running_mean"], None);
         check("fc.weight", &[], None);
     }

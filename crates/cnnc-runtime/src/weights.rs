@@ -303,9 +303,11 @@ fn convert(dtype: Dtype, bytes: &[u8]) -> Option<Cow<'_, [f32]>> {
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
+        // bf16 is the top half of an f32: widening is exact, NaN payloads
+        // included (as in PyTorch).
         Dtype::BF16 => bytes
             .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
             .collect(),
         Dtype::F64 => bytes
             .chunks_exact(8)
