@@ -257,6 +257,9 @@ fn describe_found(text: &str, position: usize) -> (String, Span) {
     if first == '\n' || first == '\r' {
         return ("a line break".to_string(), Span::point(position));
     }
+    if first == ' ' || first == '\t' {
+        return ("whitespace".to_string(), Span::new(position, position + 1));
+    }
     if first.is_control() || first == '\u{FFFD}' {
         return (
             format!("control character U+{:04X}", u32::from(first)),
@@ -325,6 +328,18 @@ fn walk_network(
                 continue;
             }
             let start = statement_span.start;
+            let line = &text[start..statement_span.end];
+            if line
+                .strip_prefix("from")
+                .is_some_and(|rest| rest.starts_with([' ', '\t']))
+            {
+                diagnostics.push(
+                    Diagnostic::error("`from` must be on the same line as its layer")
+                        .with_primary(Label::new(Span::new(start, start + 4), "`from` starts a new statement"))
+                        .with_help("a statement ends at the end of its line; move `from ...` up to the layer"),
+                );
+                continue;
+            }
             let diagnostic = match CnnParser::parse(Rule::lone_statement, &text[start..]) {
                 Err(error) => syntax_error(&error, text, start),
                 Ok(_) => Diagnostic::error("this line is not a valid statement")
