@@ -15,7 +15,7 @@
 //!   once, then asked for tensors by PyTorch `state_dict` name and expected
 //!   shape; `F32` is native, `F16`/`BF16`/`F64` are converted to `f32`. It
 //!   records which tensors were used so the caller can warn about the rest.
-//! - [`npy`] (feature `npy`, used by the command line): `.npy` float32 tensors
+//! - module `npy` (feature `npy`, used by the command line): `.npy` float32 tensors
 //!   read with every size checked before allocating, and written atomically.
 //! - [`check_per_sample_shape`] and [`forward_batch_size`]: the checks every
 //!   entry point makes on a batch before running a network.

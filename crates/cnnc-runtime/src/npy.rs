@@ -2,7 +2,7 @@
 //!
 //! Inputs and outputs of `cnnc run` are NumPy `.npy` files holding float32 in
 //! C order, batch first. [`read`] returns the shape and the values;
-//! [`write`] writes float32 atomically.
+//! [`write()`] writes float32 atomically.
 //!
 //! # Reading
 //!
@@ -27,7 +27,7 @@
 //!
 //! # Writing
 //!
-//! [`write`] writes `<out>.tmp-<pid>` in the destination's directory, syncs
+//! [`write()`] writes `<out>.tmp-<pid>` in the destination's directory, syncs
 //! it to disk and renames it onto `<out>`; on any error it removes the
 //! temporary file. So `<out>` is either absent, its old self, or complete.
 
