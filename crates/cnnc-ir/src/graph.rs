@@ -300,3 +300,51 @@ impl std::ops::IndexMut<NodeId> for Graph {
         &mut self.inner[node.0]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Graph, Node, Origin};
+    use crate::op::{Add, Input, Op};
+    use cnnc_kernels::Activation;
+
+    fn node(op: Op) -> Node {
+        Node {
+            name: None,
+            op,
+            origin: Origin::default(),
+        }
+    }
+
+    #[test]
+    fn edges_rewrites_and_order() {
+        let mut graph = Graph::new("g", node(Op::Input(Input { shape: vec![4] })));
+        let x = graph.input();
+        let relu = graph.add_node(node(Op::Activation(Activation::Relu)));
+        let add = graph.add_node(node(Op::Add(Add::default())));
+        let tanh = graph.add_node(node(Op::Activation(Activation::Tanh)));
+        graph.connect(x, relu, 0);
+        graph.connect(x, add, 1);
+        graph.connect(relu, add, 0);
+        graph.connect(add, tanh, 0);
+        graph.set_output(tanh);
+        assert_eq!(graph.inputs(add), [relu, x]);
+        assert_eq!(graph.users(x), [(relu, 0), (add, 1)]);
+        assert_eq!(graph.topo_order(), [x, relu, add, tanh]);
+
+        // Bypass the relu: `add` reads `x` in both slots.
+        graph.replace_all_uses(relu, x);
+        assert_eq!(graph.inputs(add), [x, x]);
+        assert!(graph.users(relu).is_empty());
+        graph.remove_node(relu);
+        assert!(!graph.contains(relu));
+        assert_eq!(graph.len(), 3);
+        assert_eq!(graph.topo_order(), [x, add, tanh]);
+        // Ids stay valid after a removal.
+        assert_eq!(graph[tanh].op.name(), "tanh");
+        assert_eq!(graph.display_name(tanh), format!("#{} tanh", tanh.index()));
+
+        // Replacing the output moves it.
+        graph.replace_all_uses(tanh, add);
+        assert_eq!(graph.output(), add);
+    }
+}

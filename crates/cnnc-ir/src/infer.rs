@@ -155,6 +155,9 @@ pub fn expected_weights(graph: &Graph, info: &GraphInfo) -> Vec<WeightSpec> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for &node in info.order() {
+        if !graph.contains(node) {
+            continue; // Removed by a pass after inference.
+        }
         if let Some(node_info) = info.get(node) {
             for spec in &node_info.weights {
                 if seen.insert(spec.name.clone()) {
@@ -162,7 +165,6 @@ pub fn expected_weights(graph: &Graph, info: &GraphInfo) -> Vec<WeightSpec> {
                 }
             }
         }
-        let _ = graph;
     }
     out
 }

@@ -51,11 +51,13 @@ mod grammar {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn parse(file: &SourceFile) -> Result<Network, Diagnostics> {
+    // The size first: a reader that stops after `MAX_SOURCE_LEN + 1` bytes
+    // may cut a character in two, and "too large" is the real problem then.
+    let text = file.text();
+    check_limits(text)?;
     if let Some(error) = file.encoding_error() {
         return Err(error.into());
     }
-    let text = file.text();
-    check_limits(text)?;
     if is_blank(text) {
         return Err(
             Diagnostic::error("this file is empty: it defines no network")
