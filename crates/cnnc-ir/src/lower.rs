@@ -279,7 +279,28 @@ impl Lowerer {
 
     fn layer(&mut self, layer: &ast::Layer, statement: Span) {
         self.layers += 1;
+        let errors_before = self.diagnostics.error_count();
         let value = self.lower_layer(layer, statement);
+        if value.is_none() && self.diagnostics.error_count() == errors_before {
+            // A layer is only dropped with an error: either its own or one
+            // reported earlier for a value it reads (a poisoned input).
+            let reads_poisoned = match &layer.from {
+                Some(from) => matches!(
+                    self.values.get(&from.text).map(|d| d.value),
+                    Some(Value::Poisoned)
+                ),
+                None => matches!(self.previous, Some(Value::Poisoned) | None),
+            };
+            if !reads_poisoned || !self.diagnostics.has_errors() {
+                self.error(
+                    Diagnostic::error(format!(
+                        "internal error: layer `{}` was dropped without a reason (this is a bug in cnnc)",
+                        layer.op.text
+                    ))
+                    .with_primary(Label::new(layer.op.span, "")),
+                );
+            }
+        }
         let value = value.map_or(Value::Poisoned, Value::Node);
         if let Some(name) = &layer.name {
             self.define(name, value);
@@ -889,10 +910,19 @@ impl Lowerer {
                     return None;
                 }
                 // Total padding d*(k-1); the odd extra goes bottom/right.
-                let total = [
-                    dilation[0].checked_mul(kernel[0].saturating_sub(1))?,
-                    dilation[1].checked_mul(kernel[1].saturating_sub(1))?,
-                ];
+                let total = match (
+                    dilation[0].checked_mul(kernel[0].saturating_sub(1)),
+                    dilation[1].checked_mul(kernel[1].saturating_sub(1)),
+                ) {
+                    (Some(h), Some(w)) => [h, w],
+                    _ => {
+                        self.error(
+                            Diagnostic::error("\"same\" padding is too large for this kernel")
+                                .with_primary(Label::new(expr.span, "too large")),
+                        );
+                        return None;
+                    }
+                };
                 Some([
                     total[0] / 2,
                     total[1] / 2,
