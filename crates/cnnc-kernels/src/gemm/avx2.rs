@@ -50,5 +50,15 @@ pub(crate) static GEMM: GemmKernels = GemmKernels {
     mc: 6 * 48,
     nc: 256,
     direct: &[table!(avx2_mmm_f32, 1), table!(avx2_mmm_f32, 2)],
+    gemv: &[
+        avx2_mmm_f32::<1, 1> as MicroFn,
+        avx2_mmm_f32::<1, 2>,
+        avx2_mmm_f32::<1, 3>,
+        avx2_mmm_f32::<1, 4>,
+        avx2_mmm_f32::<1, 5>,
+        avx2_mmm_f32::<1, 6>,
+        avx2_mmm_f32::<1, 7>,
+        avx2_mmm_f32::<1, 8>,
+    ],
     indirect: &[table!(avx2_immm_f32, 1), table!(avx2_immm_f32, 2)],
 };

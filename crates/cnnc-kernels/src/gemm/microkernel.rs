@@ -285,7 +285,12 @@ pub(crate) unsafe fn direct<V: Simd, const MR: usize, const NV: usize>(args: &Mi
     // SAFETY: forwarded from the caller; the row pointers stay inside `A`.
     unsafe {
         let mut acc = init::<V, MR, NV>(args);
-        let rows: [*const f32; MR] = core::array::from_fn(|r| args.a.add(r * args.lda));
+        // The row pointers go through `black_box` so that LLVM keeps them
+        // as opaque bases (in registers, or reloaded from the stack: load
+        // ports) instead of rebuilding each row address from `lda` every
+        // k-step with integer adds that compete with the FMAs for ports.
+        let rows: [*const f32; MR] =
+            core::hint::black_box(core::array::from_fn(|r| args.a.add(r * args.lda)));
         accumulate::<V, MR, NV>(&mut acc, &rows, args.b, args.b_panel_stride, args.kc);
         finish::<V, MR, NV>(acc, args);
     }

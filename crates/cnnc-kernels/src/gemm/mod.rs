@@ -345,7 +345,7 @@ impl<'a> IndirectA<'a> {
         taps: usize,
         channels: usize,
     ) -> Result<Self, GemmError> {
-        let rows = if taps == 0 { 0 } else { offsets.len() / taps };
+        let rows = offsets.len().checked_div(taps).unwrap_or(0);
         if rows.checked_mul(taps) != Some(offsets.len()) {
             return Err(GemmError::Length {
                 what: "indirection table",
@@ -402,10 +402,15 @@ pub(crate) struct GemmKernels {
     pub kc: usize,
     /// Rows of `C` per block (a multiple of `mr`).
     pub mc: usize,
-    /// Columns of `C` per block (a multiple of [`PANEL`] and of the tile).
+    /// Columns of `C` per block (a multiple of [`PANEL`] and of the tile,
+    /// including the one-row tile).
     pub nc: usize,
     /// Direct microkernels, `[vectors - 1][rows - 1]`.
     pub direct: &'static [&'static [MicroFn]],
+    /// One-row microkernels `[vectors - 1]`, wider than `nr` so that a
+    /// single row (a batch-1 linear layer) still has enough independent
+    /// accumulators to hide the FMA latency; empty to use `direct`.
+    pub gemv: &'static [MicroFn],
     /// Indirect microkernels, `[vectors - 1][rows - 1]`.
     pub indirect: &'static [&'static [MicroFn]],
 }
@@ -551,7 +556,7 @@ pub unsafe fn indirect_gemm_tiles_shared(
 }
 
 /// `(start, len)` of `count` near-equal blocks of at most `max` covering `total`.
-fn blocks(total: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+fn blocks(total: usize, max: usize) -> impl ExactSizeIterator<Item = (usize, usize)> {
     let count = total.div_ceil(max.max(1)).max(1);
     let base = total / count;
     let extra = total % count;
@@ -615,22 +620,24 @@ unsafe fn run(
         Some(r) => (r.data.as_ptr(), r.stride),
         None => (core::ptr::null(), 0),
     };
-    let nr = g.nr();
+    // A single row goes through the wide one-row kernels (the same
+    // per-element operations, so still bit-identical to any other split).
+    let single_row = rows.len() == 1 && !g.gemv.is_empty() && matches!(a, Source::Direct(_));
+    let nr = if single_row {
+        g.lanes * g.gemv.len()
+    } else {
+        g.nr()
+    };
     // K blocks: in k-steps for the direct GEMM, in whole taps for the
     // indirect one (a tap's channels are contiguous only within the tap).
     let (k_unit, k_units) = match a {
         Source::Direct(_) => (1, k),
         Source::Indirect(ind) => (ind.channels, ind.taps),
     };
-    let units_per_block = if k_unit == 0 {
-        k_units.max(1)
-    } else {
-        (g.kc / k_unit).max(1)
-    };
-    let k_blocks: Vec<(usize, usize)> = blocks(k_units, units_per_block).collect();
-    let block_count = k_blocks.len();
+    let units_per_block = g.kc.checked_div(k_unit).unwrap_or(k_units).max(1);
+    let block_count = blocks(k_units, units_per_block).len();
 
-    for (block_index, &(unit_start, unit_len)) in k_blocks.iter().enumerate() {
+    for (block_index, (unit_start, unit_len)) in blocks(k_units, units_per_block).enumerate() {
         let k_start = unit_start * k_unit;
         let load_c = epilogue.accumulate || block_index > 0;
         let last = block_index + 1 == block_count;
@@ -679,7 +686,11 @@ unsafe fn run(
                                     .as_ptr()
                                     .wrapping_add(ir * direct.stride + k_start);
                                 args.lda = direct.stride;
-                                g.direct[vectors - 1][tile_rows - 1]
+                                if single_row {
+                                    g.gemv[vectors - 1]
+                                } else {
+                                    g.direct[vectors - 1][tile_rows - 1]
+                                }
                             }
                             Source::Indirect(ind) => {
                                 args.kc = ind.channels;

@@ -49,5 +49,11 @@ pub(crate) static GEMM: GemmKernels = GemmKernels {
     mc: 6 * 48,
     nc: 256,
     direct: &[table!(portable_mmm_f32, 1)],
+    gemv: &[
+        portable_mmm_f32::<1, 1> as MicroFn,
+        portable_mmm_f32::<1, 2>,
+        portable_mmm_f32::<1, 3>,
+        portable_mmm_f32::<1, 4>,
+    ],
     indirect: &[table!(portable_immm_f32, 1)],
 };

@@ -66,5 +66,6 @@ pub(crate) static GEMM: GemmKernels = GemmKernels {
     mc: 4 * 64,
     nc: 256,
     direct: tables!(reference_mmm_f32),
+    gemv: &[],
     indirect: tables!(reference_immm_f32),
 };
