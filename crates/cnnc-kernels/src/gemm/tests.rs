@@ -275,7 +275,7 @@ fn splitting_into_tiles_is_bit_identical() {
     for kernels in tiers() {
         let case = Case {
             activation: Activation::Hardswish,
-            ..plain_case(53, 77, 600)
+            ..plain_case(53, 77, 1030)
         };
         let ops = operands(&case);
         let whole = run_case(kernels, &case, &ops);
