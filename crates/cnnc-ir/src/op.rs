@@ -10,8 +10,10 @@
 use cnnc_kernels::Activation;
 
 /// One operator of the graph. Each produces exactly one value.
+///
+/// The enum is deliberately exhaustive: adding an operator must break every
+/// `match` in the interpreter and the code generator until they handle it.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub enum Op {
     /// The network's input. No inputs; output: the declared shape.
     Input(Input),
