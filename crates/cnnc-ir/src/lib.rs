@@ -9,7 +9,7 @@
 //! an input slot of a consumer; every operator has exactly one output.
 //! Shapes are per sample: the batch size is a run-time value.
 //!
-//! Analyses do not mutate the graph; they return side tables. [`infer`]
+//! Analyses do not mutate the graph; they return side tables. [`infer()`]
 //! computes a [`GraphInfo`]: each node's output shape, parameter and MAC
 //! counts and the weight tensors it expects. Later stages (the optimizer,
 //! the interpreter, the code generator) take the graph and its info.

@@ -3,7 +3,7 @@
 //! This resolves names (`from`, operands, `output`), binds arguments to the
 //! operator table of [`crate::spec`] (positional, then keyword), checks their
 //! types and ranges, and fills in PyTorch's defaults. It does not look at
-//! shapes: that is [`crate::infer`]'s job.
+//! shapes: that is [`crate::infer()`]'s job.
 //!
 //! Every problem is reported, not just the first: a layer that cannot be
 //! lowered is replaced by a "poisoned" value, and statements that depend on

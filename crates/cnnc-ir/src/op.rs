@@ -3,7 +3,7 @@
 //! Every parameter is resolved when the AST is lowered: PyTorch defaults are
 //! filled in, `kernel_size`-like pairs are `[h, w]`, convolution padding is
 //! `[top, left, bottom, right]`. What depends on the input shape (channel
-//! counts, output sizes, a negative `dim`) is computed by [`crate::infer`].
+//! counts, output sizes, a negative `dim`) is computed by [`crate::infer()`].
 //!
 //! Shapes below are per sample (the batch dimension `N` is implicit).
 

@@ -171,3 +171,14 @@ fn unreadable_inputs_are_errors() {
     let output = cnnc(&["frobnicate"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn graph_and_json_of_lenet5() {
+    let net = repo().join("examples/lenet5.cnn");
+    let output = cnnc(&["graph", net.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(0));
+    insta::assert_snapshot!("lenet5_dot", text(&output.stdout));
+    let output = cnnc(&["check", "--json", net.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(0));
+    insta::assert_snapshot!("lenet5_json", text(&output.stdout));
+}
