@@ -204,6 +204,17 @@ fn syntax_error(error: &pest::error::Error<Rule>, text: &str, offset: usize) -> 
             rule_position
         }
     };
+    // Where an operator is expected, pest's tokens only say "an identifier";
+    // the rules attempted there tell an operator from a value name.
+    if let ErrorVariant::ParsingError { positives, .. } = &error.variant {
+        if rule_position == position && positives.contains(&Rule::op_name) {
+            for word in &mut expected {
+                if word == "a name" {
+                    *word = "an operator".to_string();
+                }
+            }
+        }
+    }
     let position = (position + offset).min(text.len());
     let found = describe_found(text, position);
     // Punctuation first (it is usually what is missing), then words.
