@@ -20,6 +20,7 @@
 pub mod activation;
 pub mod gemm;
 pub mod geometry;
+pub mod ops;
 pub mod reference;
 pub mod tier;
 
