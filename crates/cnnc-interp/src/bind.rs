@@ -26,7 +26,7 @@
 //! [`NodeInfo::weights`]: cnnc_ir::NodeInfo::weights
 //! [`WeightSource::folded_batchnorm`]: cnnc_ir::WeightSource::folded_batchnorm
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use cnnc_ir::{format_shape, Graph, GraphInfo, NodeId, Op, WeightSource};
@@ -293,6 +293,11 @@ pub(crate) fn bind(
     let mut bound = BoundWeights {
         layers: vec![None; graph.node_bound()],
     };
+    // Names some layer loads: never a plausible "did you mean" for another.
+    let expected: HashSet<String> = cnnc_ir::expected_weights(graph, info)
+        .into_iter()
+        .map(|spec| spec.name)
+        .collect();
     let mut errors = Vec::new();
     for &node in info.order() {
         let Some(data) = graph.get(node) else {
@@ -326,6 +331,7 @@ pub(crate) fn bind(
                 }
                 Err(error) => {
                     failed = true;
+                    let error = drop_suggestion_of_another_layer(error, &expected);
                     errors.push(layer_error(graph, node, BindErrorKind::Weights(error)));
                 }
             }
@@ -346,7 +352,28 @@ pub(crate) fn bind(
     }
 }
 
-/// The loaded tensors of one layer, by name, with their shapes.
+/// A missing tensor's "did you mean" that another layer of the network
+/// loads is wrong by construction (`layer2.0.conv1.weight` missing is not
+/// `layer1.0.conv1.weight`, which `layer1.0.conv1` reads): drop it.
+fn drop_suggestion_of_another_layer(
+    error: cnnc_runtime::Error,
+    expected: &HashSet<String>,
+) -> cnnc_runtime::Error {
+    match error {
+        cnnc_runtime::Error::MissingTensor {
+            file,
+            name,
+            did_you_mean: Some(close),
+        } if expected.contains(&close) => cnnc_runtime::Error::MissingTensor {
+            file,
+            name,
+            did_you_mean: None,
+        },
+        other => other,
+    }
+}
+
+/// The loaded tensors of one layer, by name.
 struct Tensors<'a> {
     tensors: HashMap<&'a str, Vec<f32>>,
 }
