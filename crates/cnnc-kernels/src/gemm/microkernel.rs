@@ -187,7 +187,7 @@ pub(crate) unsafe fn init<V: Simd, const MR: usize, const NV: usize>(
 /// # Safety
 /// The target-feature contract of [`Simd`].
 #[inline(always)]
-unsafe fn activate<V: Simd>(x: V, activation: Activation) -> V {
+pub(crate) unsafe fn activate<V: Simd>(x: V, activation: Activation) -> V {
     // SAFETY: pure register arithmetic under the caller's contract.
     unsafe {
         match activation {

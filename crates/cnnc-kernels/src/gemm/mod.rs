@@ -11,7 +11,8 @@
 //!   ([`IndirectA`]), so a k×k convolution needs no im2col copy (XNNPACK's
 //!   igemm).
 //! - `B` is the weight side, packed once into [`PackedB`] together with the
-//!   bias.
+//!   bias (or borrowed in that layout from a larger buffer: [`PackedBRef`];
+//!   every entry point takes either).
 //! - The epilogue ([`Epilogue`]) happens in registers before the store: per
 //!   column bias, residual add, then the activation — `relu(conv(x) + b + r)`.
 //!
@@ -38,15 +39,15 @@ use crate::Activation;
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
-mod microkernel;
+pub(crate) mod microkernel;
 mod pack;
 pub(crate) mod portable;
 pub(crate) mod reference;
-mod simd;
+pub(crate) mod simd;
 
 pub use microkernel::PAD_OFFSET;
 use microkernel::{MicroArgs, MicroFn};
-pub use pack::PackedB;
+pub use pack::{PackedB, PackedBRef};
 
 /// Columns per packed panel of [`PackedB`] (one 64-byte line per k-step).
 pub const PANEL: usize = 16;
@@ -431,10 +432,10 @@ enum Source<'a> {
 
 /// `C = act(A·B + bias + residual)` (see the module doc) with the given
 /// kernels, single-threaded. `A` is `M × K`, `B` is `K × N`, `C` is `M × N`.
-pub fn gemm(
+pub fn gemm<'b>(
     kernels: &Kernels,
     a: MatRef<'_>,
-    b: &PackedB,
+    b: impl Into<PackedBRef<'b>>,
     c: MatMut<'_>,
     epilogue: &Epilogue<'_>,
 ) -> Result<(), GemmError> {
@@ -446,10 +447,10 @@ pub fn gemm(
 }
 
 /// [`gemm`] restricted to a rectangle of `C` (the unit of work of a thread).
-pub fn gemm_tiles(
+pub fn gemm_tiles<'b>(
     kernels: &Kernels,
     a: MatRef<'_>,
-    b: &PackedB,
+    b: impl Into<PackedBRef<'b>>,
     c: MatMut<'_>,
     epilogue: &Epilogue<'_>,
     tiles: Tiles,
@@ -463,14 +464,15 @@ pub fn gemm_tiles(
 /// # Safety
 /// Calls running at the same time on the same `C` must be given disjoint
 /// `tiles`. (Everything else is checked.)
-pub unsafe fn gemm_tiles_shared(
+pub unsafe fn gemm_tiles_shared<'b>(
     kernels: &Kernels,
     a: MatRef<'_>,
-    b: &PackedB,
+    b: impl Into<PackedBRef<'b>>,
     c: SharedMatMut<'_>,
     epilogue: &Epilogue<'_>,
     tiles: Tiles,
 ) -> Result<(), GemmError> {
+    let b = b.into();
     if a.cols != b.k() {
         return Err(GemmError::Mismatch {
             what: "K",
@@ -494,10 +496,10 @@ pub unsafe fn gemm_tiles_shared(
 
 /// The indirect GEMM: `C = act(A·B + bias + residual)` with `A`'s rows
 /// gathered through `a`'s table (a k×k convolution with no im2col copy).
-pub fn indirect_gemm(
+pub fn indirect_gemm<'b>(
     kernels: &Kernels,
     a: &IndirectA<'_>,
-    b: &PackedB,
+    b: impl Into<PackedBRef<'b>>,
     c: MatMut<'_>,
     epilogue: &Epilogue<'_>,
 ) -> Result<(), GemmError> {
@@ -509,10 +511,10 @@ pub fn indirect_gemm(
 }
 
 /// [`indirect_gemm`] restricted to a rectangle of `C`.
-pub fn indirect_gemm_tiles(
+pub fn indirect_gemm_tiles<'b>(
     kernels: &Kernels,
     a: &IndirectA<'_>,
-    b: &PackedB,
+    b: impl Into<PackedBRef<'b>>,
     c: MatMut<'_>,
     epilogue: &Epilogue<'_>,
     tiles: Tiles,
@@ -526,14 +528,15 @@ pub fn indirect_gemm_tiles(
 /// # Safety
 /// Calls running at the same time on the same `C` must be given disjoint
 /// `tiles`. (Everything else is checked.)
-pub unsafe fn indirect_gemm_tiles_shared(
+pub unsafe fn indirect_gemm_tiles_shared<'b>(
     kernels: &Kernels,
     a: &IndirectA<'_>,
-    b: &PackedB,
+    b: impl Into<PackedBRef<'b>>,
     c: SharedMatMut<'_>,
     epilogue: &Epilogue<'_>,
     tiles: Tiles,
 ) -> Result<(), GemmError> {
+    let b = b.into();
     if a.k() != b.k() {
         return Err(GemmError::Mismatch {
             what: "K",
@@ -571,7 +574,7 @@ unsafe fn run(
     g: &GemmKernels,
     a: Source<'_>,
     m: usize,
-    b: &PackedB,
+    b: PackedBRef<'_>,
     c: SharedMatMut<'_>,
     epilogue: &Epilogue<'_>,
     tiles: Tiles,

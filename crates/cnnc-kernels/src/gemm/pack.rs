@@ -150,6 +150,80 @@ impl PackedB {
     }
 }
 
+/// A packed `B` borrowed from storage someone else owns: the same layout as
+/// [`PackedB`] (panels `[⌈N/16⌉][K][16]`, bias padded to whole panels), e.g.
+/// one of several matrices packed into an operator's constants
+/// [`Buffer`](crate::ops::Buffer), so that they need not be copied into
+/// allocations of their own. Every GEMM entry point takes either form.
+///
+/// The panels may have any alignment (the kernels load unaligned); 64 bytes
+/// is what [`PackedB`] and owned `Buffer`s give.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedBRef<'a> {
+    k: usize,
+    n: usize,
+    panels: &'a [f32],
+    bias: Option<&'a [f32]>,
+}
+
+impl<'a> PackedBRef<'a> {
+    /// Views `panels` (exactly [`PackedB::packed_len`]`(k, n)` floats) and
+    /// `padded_bias` (exactly `⌈n/16⌉·16` floats: the bias, then zeros) as a
+    /// packed `k × n` matrix.
+    pub fn new(
+        k: usize,
+        n: usize,
+        panels: &'a [f32],
+        padded_bias: Option<&'a [f32]>,
+    ) -> Result<PackedBRef<'a>, GemmError> {
+        check_len("packed panels", panels.len(), PackedB::packed_len(k, n))?;
+        if let Some(bias) = padded_bias {
+            check_len(
+                "padded bias",
+                bias.len(),
+                n.div_ceil(PANEL).checked_mul(PANEL),
+            )?;
+        }
+        Ok(PackedBRef {
+            k,
+            n,
+            panels,
+            bias: padded_bias,
+        })
+    }
+
+    /// Rows of `B` (the GEMM's `K`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of `B` (the GEMM's `N`).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The packed panels, `[⌈N/16⌉][K][16]`.
+    pub fn panels(&self) -> &'a [f32] {
+        self.panels
+    }
+
+    /// The bias padded to whole panels (what the microkernels read).
+    pub(crate) fn padded_bias(&self) -> Option<&'a [f32]> {
+        self.bias
+    }
+}
+
+impl<'a> From<&'a PackedB> for PackedBRef<'a> {
+    fn from(packed: &'a PackedB) -> PackedBRef<'a> {
+        PackedBRef {
+            k: packed.k,
+            n: packed.n,
+            panels: packed.panels(),
+            bias: packed.padded_bias(),
+        }
+    }
+}
+
 impl Clone for PackedB {
     fn clone(&self) -> PackedB {
         // Re-packing re-establishes the alignment of the new allocation.
@@ -222,6 +296,12 @@ mod tests {
         let transposed: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         let from_nk = PackedB::from_nk(k, n, &transposed, Some(&bias)).unwrap();
         assert_eq!(from_nk.panels(), panels);
+        let view = PackedBRef::new(k, n, panels, packed.padded_bias()).unwrap();
+        assert_eq!((view.k(), view.n()), (k, n));
+        assert_eq!(view.panels(), panels);
+        assert_eq!(view.padded_bias(), packed.padded_bias());
+        assert!(PackedBRef::new(k, n, &panels[1..], None).is_err());
+        assert!(PackedBRef::new(k, n, panels, Some(&bias)).is_err());
         let copy = PackedB::from_panels(k, n, panels, Some(&bias))
             .unwrap()
             .clone();

@@ -357,6 +357,21 @@ fn indirect_gemm_equals_direct_gemm_over_im2col() {
         let a = IndirectA::new(&input, &offsets, &zero, taps, channels).unwrap();
         let c = MatMut::new(&mut indirect, m, out_channels, out_channels).unwrap();
         indirect_gemm(kernels, &a, &packed, c, &epilogue).unwrap();
+        // The same panels borrowed from inside a larger buffer give the same
+        // bits as the owned packing.
+        let mut blob = vec![7.0f32; 5];
+        blob.extend_from_slice(packed.panels());
+        let mut padded_bias = bias.clone();
+        padded_bias.resize(out_channels.div_ceil(PANEL) * PANEL, 0.0);
+        let view = PackedBRef::new(k, out_channels, &blob[5..], Some(&padded_bias)).unwrap();
+        let mut borrowed = vec![0.0f32; m * out_channels];
+        let a_rows = MatRef::new(&im2col, m, k, k).unwrap();
+        let c = MatMut::new(&mut borrowed, m, out_channels, out_channels).unwrap();
+        gemm(kernels, a_rows, view, c, &epilogue).unwrap();
+        assert!(direct
+            .iter()
+            .zip(&borrowed)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
         assert!(
             direct
                 .iter()
