@@ -114,17 +114,21 @@ impl BindError {
         match &self.kind {
             BindErrorKind::Weights(error) => {
                 let (label, note) = match error {
-                    cnnc_runtime::Error::MissingTensor { name, .. } => (
+                    cnnc_runtime::Error::MissingTensor {
+                        name, did_you_mean, ..
+                    } => (
                         format!("this `{op}` needs `{name}`"),
-                        Some(format!(
-                            "a layer named `L` loads `L.weight`{}",
-                            match op {
-                                "batchnorm2d" => {
-                                    ", `L.bias`, `L.running_mean` and `L.running_var`"
+                        did_you_mean.is_none().then(|| {
+                            format!(
+                                "a layer named `L` loads `L.weight`{}",
+                                match op {
+                                    "batchnorm2d" => {
+                                        ", `L.bias`, `L.running_mean` and `L.running_var`"
+                                    }
+                                    _ => " and, unless `bias=false`, `L.bias`",
                                 }
-                                _ => " and, unless `bias=false`, `L.bias`",
-                            }
-                        )),
+                            )
+                        }),
                     ),
                     cnnc_runtime::Error::TensorShape { name, expected, .. } => (
                         format!(
@@ -186,14 +190,9 @@ impl fmt::Display for BindError {
     }
 }
 
-impl std::error::Error for BindError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            BindErrorKind::Weights(error) => Some(error),
-            BindErrorKind::Internal(_) => None,
-        }
-    }
-}
+/// The message already includes the runtime error's, so there is no
+/// separate `source()` (which would print it twice in error chains).
+impl std::error::Error for BindError {}
 
 /// Every layer whose weights could not be bound, in execution order (never
 /// empty).

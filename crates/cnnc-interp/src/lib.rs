@@ -157,14 +157,9 @@ impl fmt::Display for RunError {
     }
 }
 
-impl std::error::Error for RunError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RunError::Buffer(error) => Some(error),
-            _ => None,
-        }
-    }
-}
+/// The message of [`RunError::Buffer`] is the runtime error's own, so there
+/// is no separate `source()` (which would print it twice in error chains).
+impl std::error::Error for RunError {}
 
 impl From<cnnc_runtime::Error> for RunError {
     fn from(error: cnnc_runtime::Error) -> RunError {

@@ -1,4 +1,5 @@
-//! `cnnc check NET.cnn [--json]`: validate a network and print its layers.
+//! `cnnc check NET.cnn [--json] [--weights W]`: validate a network (and its
+//! weights) and print its layers.
 //!
 //! The table has one row per node in execution order: the layer's name
 //! (anonymous layers as `#INDEX op`), the operator with its key parameters,
@@ -23,14 +24,25 @@ pub struct Args {
     /// params, macs}], total_params, total_macs, ...}`.
     #[arg(long)]
     pub json: bool,
+    /// Also validate a weights file (safetensors): every tensor the layers
+    /// expect present, of the right shape and a convertible dtype; unused
+    /// tensors are a warning. (Without it, weights are not opened.)
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
 }
 
 /// Runs `cnnc check`.
 pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
-    let (_, checked) = load_checked(&args.net, options)?;
+    let (file, checked) = load_checked(&args.net, options)?;
     let Some(checked) = checked else {
         return Ok(Outcome::Diagnosed);
     };
+    if let Some(weights) = &args.weights {
+        let source = crate::run::WeightsSource::Flag(weights.clone());
+        if crate::run::bind_weights(&file, &checked, &source, options)?.is_none() {
+            return Ok(Outcome::Diagnosed);
+        }
+    }
     if args.json {
         println!("{}", render_json(&checked));
     } else {

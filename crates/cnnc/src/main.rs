@@ -11,6 +11,7 @@
 mod check;
 mod common;
 mod graph;
+mod run;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,8 @@ enum Command {
     Check(check::Args),
     /// Write the network's graph in Graphviz DOT.
     Graph(graph::Args),
+    /// Run the network on a batch (`.npy` in, `.npy` out) with the interpreter.
+    Run(run::Args),
 }
 
 /// What a subcommand ended with, when it did not fail on an I/O error.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(&args, &cli.options),
         Command::Graph(args) => graph::run(&args, &cli.options),
+        Command::Run(args) => run::run(&args, &cli.options),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
