@@ -206,10 +206,10 @@ impl Step {
             })?;
         // Element-wise steps on a value nobody else reads work in its buffer.
         match &self.kernel {
-            Kernel::Identity => return self.unary_in_place(values, readers, |_| {}),
+            Kernel::Identity => return self.unary_in_place(values, readers, batch, |_| {}),
             Kernel::Activation(activation) => {
                 let activation = *activation;
-                return self.unary_in_place(values, readers, |data| {
+                return self.unary_in_place(values, readers, batch, |data| {
                     reference::activation(activation, data)
                 });
             }
@@ -341,6 +341,7 @@ impl Step {
         &self,
         values: &mut [Option<Vec<f32>>],
         readers: &[usize],
+        batch: usize,
         apply: impl FnOnce(&mut [f32]),
     ) -> Result<Vec<f32>, RunError> {
         let &[slot] = self.inputs.as_slice() else {
@@ -352,9 +353,7 @@ impl Step {
             let source = values[slot]
                 .as_deref()
                 .ok_or_else(|| self.missing_input())?;
-            let mut copy = allocate(source.len(), &self.name, 1)?;
-            copy.copy_from_slice(source);
-            copy
+            self.copy(source, batch)?
         };
         apply(&mut data);
         Ok(data)
@@ -374,16 +373,23 @@ impl Step {
         inputs: &[&[f32]],
     ) -> Result<(), RunError> {
         if let Some(bn) = &weights.folded_batchnorm {
-            let before = output.to_vec();
+            let before = self.copy(output, batch)?;
             reference::batch_norm2d(batch, channels, hw, &batchnorm_params(bn), &before, output);
         }
         if epilogue.residual {
             let residual = inputs.get(1).copied().ok_or_else(|| self.missing_input())?;
-            let before = output.to_vec();
+            let before = self.copy(output, batch)?;
             reference::add(&before, residual, output);
         }
         reference::activation(epilogue.activation, output);
         Ok(())
+    }
+
+    /// A copy of `data` (allocation failures are errors).
+    fn copy(&self, data: &[f32], batch: usize) -> Result<Vec<f32>, RunError> {
+        let mut copy = allocate(data.len(), &self.name, batch)?;
+        copy.copy_from_slice(data);
+        Ok(copy)
     }
 
     fn missing_input(&self) -> RunError {
