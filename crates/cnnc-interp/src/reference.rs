@@ -174,7 +174,9 @@ impl ReferencePlan {
         }
         let mut values: Vec<Option<Vec<f32>>> = vec![None; self.slots];
         let mut readers = self.readers.clone();
-        values[self.input] = Some(input.to_vec());
+        let mut first = allocate(input.len(), "the input", batch)?;
+        first.copy_from_slice(input);
+        values[self.input] = Some(first);
         for step in &self.steps {
             let output = step.run(&mut values, &readers, batch)?;
             for &slot in &step.inputs {
