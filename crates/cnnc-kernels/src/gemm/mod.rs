@@ -270,6 +270,34 @@ pub struct SharedMatMut<'a> {
     _borrow: core::marker::PhantomData<&'a mut [f32]>,
 }
 
+impl<'a> SharedMatMut<'a> {
+    /// The sub-matrix at `rows × cols` of this one (same row stride): how a
+    /// caller that keeps several matrices in one buffer (per sample, per
+    /// group of channels) hands one of them to [`gemm_tiles_shared`].
+    pub fn submatrix(
+        self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+    ) -> Result<SharedMatMut<'a>, GemmError> {
+        if rows.start > rows.end
+            || rows.end > self.rows
+            || cols.start > cols.end
+            || cols.end > self.cols
+        {
+            return Err(GemmError::Tiles);
+        }
+        Ok(SharedMatMut {
+            // Inside the matrix: `rows.start < rows` and `cols.start < cols`
+            // (or the sub-matrix is empty and never written).
+            ptr: self.ptr.wrapping_add(rows.start * self.stride + cols.start),
+            rows: rows.end - rows.start,
+            cols: cols.end - cols.start,
+            stride: self.stride,
+            _borrow: core::marker::PhantomData,
+        })
+    }
+}
+
 // SAFETY: a `SharedMatMut` is only written through `gemm_tiles_shared`,
 // whose contract makes concurrent writers use disjoint elements.
 unsafe impl Send for SharedMatMut<'_> {}
@@ -334,7 +362,110 @@ pub struct IndirectA<'a> {
     channels: usize,
 }
 
+/// An indirection table checked once, for inputs of any length above
+/// [`IndirectTable::min_input_len`]: what a convolution builds at
+/// construction and reuses for every sample of every call, where
+/// [`IndirectA::new`] would re-check every offset.
+///
+/// Row `m`, tap `t` is `offsets[m * taps + t]`, an offset into the input
+/// where `channels` values start, or [`PAD_OFFSET`].
+#[derive(Clone, Debug)]
+pub struct IndirectTable {
+    offsets: Vec<usize>,
+    taps: usize,
+    channels: usize,
+    min_input_len: usize,
+}
+
+impl IndirectTable {
+    /// Checks `offsets.len() == rows · taps` (for `taps ≥ 1`) and computes
+    /// the shortest input every offset fits in.
+    pub fn new(
+        offsets: Vec<usize>,
+        taps: usize,
+        channels: usize,
+    ) -> Result<IndirectTable, GemmError> {
+        if taps == 0 || !offsets.len().is_multiple_of(taps) {
+            return Err(GemmError::Length {
+                what: "indirection table",
+                len: offsets.len(),
+                expected: offsets.len().next_multiple_of(taps.max(1)),
+            });
+        }
+        let mut min_input_len = 0;
+        for &offset in &offsets {
+            if offset != PAD_OFFSET {
+                let end = offset.checked_add(channels).ok_or(GemmError::TooLarge)?;
+                min_input_len = min_input_len.max(end);
+            }
+        }
+        Ok(IndirectTable {
+            offsets,
+            taps,
+            channels,
+            min_input_len,
+        })
+    }
+
+    /// Rows (`M`).
+    pub fn rows(&self) -> usize {
+        self.offsets.len() / self.taps
+    }
+
+    /// Taps per row.
+    pub fn taps(&self) -> usize {
+        self.taps
+    }
+
+    /// Channels per tap.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The offsets, row-major `[rows][taps]`.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// The shortest input that every non-padding offset fits in.
+    pub fn min_input_len(&self) -> usize {
+        self.min_input_len
+    }
+}
+
 impl<'a> IndirectA<'a> {
+    /// The `A` side over a checked table: O(1), only checks that `input`
+    /// has at least [`IndirectTable::min_input_len`] values and `zero` at
+    /// least `channels`.
+    pub fn with_table(
+        input: &'a [f32],
+        table: &'a IndirectTable,
+        zero: &'a [f32],
+    ) -> Result<Self, GemmError> {
+        if input.len() < table.min_input_len {
+            return Err(GemmError::Length {
+                what: "indirect input",
+                len: input.len(),
+                expected: table.min_input_len,
+            });
+        }
+        if zero.len() < table.channels {
+            return Err(GemmError::Length {
+                what: "zero vector",
+                len: zero.len(),
+                expected: table.channels,
+            });
+        }
+        Ok(IndirectA {
+            input,
+            offsets: &table.offsets,
+            zero,
+            rows: table.rows(),
+            taps: table.taps,
+            channels: table.channels,
+        })
+    }
+
     /// Checks the table: `offsets.len() == rows · taps`, every offset either
     /// `PAD_OFFSET` or with `offset + channels ≤ input.len()`, and
     /// `zero.len() ≥ channels` (its values are read as the padding, so they

@@ -454,6 +454,78 @@ fn indirect_k_blocks_split_on_whole_taps() {
             "{}",
             kernels.tier()
         );
+        // The same table checked once gives the same bits.
+        let table = IndirectTable::new(offsets.clone(), taps, channels).unwrap();
+        assert_eq!(table.min_input_len(), 3 * channels);
+        let mut tabled = vec![0.0f32; m * n];
+        let a = IndirectA::with_table(&input, &table, &zero).unwrap();
+        let c = MatMut::new(&mut tabled, m, n, n).unwrap();
+        indirect_gemm(kernels, &a, &packed, c, &Epilogue::default()).unwrap();
+        assert!(indirect
+            .iter()
+            .zip(&tabled)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
+
+#[test]
+fn checked_tables_and_submatrices_refuse_bad_sizes() {
+    let table = IndirectTable::new(vec![0, PAD_OFFSET, 8, 4], 2, 4).unwrap();
+    assert_eq!((table.rows(), table.taps(), table.channels()), (2, 2, 4));
+    assert_eq!(table.min_input_len(), 12);
+    assert_eq!(table.offsets(), &[0, PAD_OFFSET, 8, 4]);
+    let zero = [0.0f32; 4];
+    assert!(IndirectA::with_table(&[0.0; 12], &table, &zero).is_ok());
+    assert_eq!(
+        IndirectA::with_table(&[0.0; 11], &table, &zero).unwrap_err(),
+        GemmError::Length {
+            what: "indirect input",
+            len: 11,
+            expected: 12
+        }
+    );
+    assert!(IndirectA::with_table(&[0.0; 12], &table, &zero[..3]).is_err());
+    assert!(IndirectTable::new(vec![0, 1, 2], 2, 4).is_err());
+    assert!(IndirectTable::new(vec![0], 0, 4).is_err());
+    assert_eq!(
+        IndirectTable::new(vec![usize::MAX - 1], 1, 4).unwrap_err(),
+        GemmError::TooLarge
+    );
+
+    // A sub-matrix is computed exactly as the same tiles of the whole.
+    let kernels = crate::tier::kernels();
+    let (m, k, n) = (10, 5, 40);
+    let a_data = values(m * k, 31);
+    let packed = PackedB::from_kn(k, 16, &values(k * 16, 32), None).unwrap();
+    let mut whole = vec![0.0f32; m * n];
+    let c = MatMut::new(&mut whole, m, n, n).unwrap().share();
+    assert_eq!(c.submatrix(0..11, 0..16).unwrap_err(), GemmError::Tiles);
+    assert_eq!(c.submatrix(0..10, 30..41).unwrap_err(), GemmError::Tiles);
+    let sub = c.submatrix(3..9, 20..36).unwrap();
+    let a = MatRef::new(&a_data[3 * k..], 6, k, k).unwrap();
+    let tiles = Tiles {
+        rows: 0..6,
+        cols: 0..16,
+    };
+    // SAFETY: the only writer of `whole`.
+    unsafe { gemm_tiles_shared(kernels, a, &packed, sub, &Epilogue::default(), tiles).unwrap() };
+    let mut alone = vec![0.0f32; 6 * 16];
+    let a = MatRef::new(&a_data[3 * k..], 6, k, k).unwrap();
+    gemm(
+        kernels,
+        a,
+        &packed,
+        MatMut::new(&mut alone, 6, 16, 16).unwrap(),
+        &Epilogue::default(),
+    )
+    .unwrap();
+    for (index, y) in whole.iter().enumerate() {
+        let (row, col) = (index / n, index % n);
+        if (3..9).contains(&row) && (20..36).contains(&col) {
+            assert_eq!(y.to_bits(), alone[(row - 3) * 16 + col - 20].to_bits());
+        } else {
+            assert_eq!(*y, 0.0, "outside the sub-matrix");
+        }
     }
 }
 

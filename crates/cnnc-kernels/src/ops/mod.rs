@@ -33,6 +33,8 @@ use core::ops::Deref;
 use crate::gemm::GemmError;
 use crate::tier::Kernels;
 
+pub mod conv;
+
 /// Why an operator call or construction was refused. Every variant is a
 /// caller's bug (sizes that disagree with the spec), checked before any
 /// memory is touched.

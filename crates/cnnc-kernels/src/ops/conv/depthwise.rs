@@ -1,0 +1,441 @@
+//! [`Algorithm::Depthwise`](super::Algorithm::Depthwise): `groups ==
+//! in_channels`, any channel multiplier `m = Cout/Cin`, kernel, stride,
+//! dilation and padding. Each output channel `o` reads one input channel,
+//! `o / m`, so there is no reduction over channels to feed a GEMM; the layer
+//! is memory-bound (about 2 flops per byte moved) and wants a direct kernel
+//! that streams NHWC rows once (XNNPACK's `dwconv`).
+//!
+//! **Kernel.** Vectorized over output channels (16 lanes AVX-512, 8 AVX2 and
+//! portable, 1 reference): for each output pixel, blocks of 4 vectors (64
+//! channels on AVX-512) accumulate `x[iy, ix, c] · w[ky, kx, c]` over the
+//! taps that fall inside the input (the rest is padding and skipped, as the
+//! reference does), starting from the bias; then residual add and activation
+//! in registers, and one (masked) store. The last block has 1-4 vectors,
+//! the last of which may be partial (masked loads and stores). With `m > 1`
+//! the input lanes are gathered (`o / m`), which is slow but rare.
+//!
+//! **Constants.** `[taps][C']` weights, then `[C']` bias, `C'` = `Cout`
+//! rounded up to 16 and zero-filled, so weight and bias loads are never
+//! partial.
+//!
+//! **Threads.** Output rows (over all samples) are cut into runs.
+
+use super::{DisjointSlice, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS};
+use crate::gemm::microkernel::activate;
+use crate::gemm::simd::Simd;
+use crate::gemm::PANEL;
+use crate::geometry::Conv2dGeometry;
+use crate::tier::Tier;
+use crate::Activation;
+
+/// `Cout` rounded up to a multiple of 16.
+fn padded_channels(g: &Conv2dGeometry) -> Result<usize, OpError> {
+    g.out_channels
+        .checked_next_multiple_of(PANEL)
+        .ok_or_else(super::too_large)
+}
+
+/// Floats of the constants.
+pub(super) fn constants_len(
+    g: &Conv2dGeometry,
+    sizes: &Sizes,
+    has_bias: bool,
+) -> Result<usize, OpError> {
+    padded_channels(g)?
+        .checked_mul(sizes.taps + usize::from(has_bias))
+        .ok_or_else(super::too_large)
+}
+
+/// Packs the PyTorch weight `[Cout, 1, kh, kw]` and bias into `out`
+/// (zero-filled, [`constants_len`] floats).
+pub(super) fn pack(
+    g: &Conv2dGeometry,
+    sizes: &Sizes,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let padded = g.out_channels.next_multiple_of(PANEL);
+    let taps = sizes.taps;
+    for (o, kernel) in weight.chunks_exact(taps).enumerate() {
+        for (tap, &w) in kernel.iter().enumerate() {
+            out[tap * padded + o] = w;
+        }
+    }
+    if let Some(bias) = bias {
+        out[taps * padded..][..g.out_channels].copy_from_slice(bias);
+    }
+}
+
+/// The constants' layout.
+#[derive(Debug)]
+pub(super) struct Plan {
+    padded: usize,
+    multiplier: usize,
+    has_bias: bool,
+}
+
+impl Plan {
+    /// For a checked geometry with `groups == in_channels`.
+    pub fn new(g: &Conv2dGeometry, has_bias: bool) -> Plan {
+        Plan {
+            padded: g.out_channels.next_multiple_of(PANEL),
+            multiplier: g.out_channels / g.in_channels,
+            has_bias,
+        }
+    }
+
+    pub fn run(&self, args: &RunArgs<'_>, output: &mut [f32]) -> Result<(), OpError> {
+        let g = &args.spec.geometry;
+        let sizes = args.sizes;
+        let rows = args.batch * g.out_h;
+        let row_len = g.out_w * g.out_channels;
+        let macs = sizes.macs.saturating_mul(args.batch as u64);
+        let threads = args.ctx.threads();
+        let tasks = if threads <= 1 || macs < PARALLEL_MIN_MACS {
+            1
+        } else {
+            threads.saturating_mul(4).min(rows).max(1)
+        };
+        let kernel = row_kernel(args.ctx.kernels().tier(), self.multiplier > 1);
+        let activation = args.spec.activation;
+        let scalar_activation = matches!(activation, Activation::Sigmoid | Activation::Tanh);
+        let (weights, bias) = args.constants.split_at(sizes.taps * self.padded);
+        let output = DisjointSlice::new(output);
+        args.ctx.parallel_for(tasks, |task| {
+            let (first, end) = (task * rows / tasks, (task + 1) * rows / tasks);
+            // SAFETY: the row runs of distinct tasks are disjoint.
+            let Some(out) = (unsafe { output.range_mut(first * row_len..end * row_len) }) else {
+                return;
+            };
+            for (row, out_row) in (first..end).zip(out.chunks_exact_mut(row_len)) {
+                let (sample, oy) = (row / g.out_h, row % g.out_h);
+                let input = &args.input[sample * sizes.input..][..sizes.input];
+                let residual = args.residual.map_or(core::ptr::null(), |r| {
+                    r[row * row_len..][..row_len].as_ptr()
+                });
+                let job = Row {
+                    input: input.as_ptr(),
+                    in_w: g.in_w,
+                    in_h: g.in_h,
+                    in_c: g.in_channels,
+                    weights: weights.as_ptr(),
+                    bias: if self.has_bias {
+                        bias.as_ptr()
+                    } else {
+                        core::ptr::null()
+                    },
+                    padded: self.padded,
+                    out_c: g.out_channels,
+                    multiplier: self.multiplier,
+                    kernel: g.kernel,
+                    stride: g.stride,
+                    dilation: g.dilation,
+                    pad: [g.padding[0], g.padding[1]],
+                    out_w: g.out_w,
+                    oy,
+                    output: out_row.as_mut_ptr(),
+                    residual,
+                    activation,
+                };
+                // SAFETY: `job` describes buffers whose sizes were checked
+                // against the geometry: the sample's input, the packed
+                // constants (`taps · C'` weights, `C'` bias), one output row
+                // and the matching residual row; `kernel` belongs to a tier
+                // this CPU supports (see `row_kernel`).
+                unsafe { kernel(&job) };
+                if scalar_activation {
+                    for y in out_row.iter_mut() {
+                        *y = activation.apply(*y);
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// One output row of one sample, as raw pointers (built by `Plan::run`
+/// from checked slices).
+struct Row {
+    /// The sample's input `[H, W, Cin]`.
+    input: *const f32,
+    in_h: usize,
+    in_w: usize,
+    in_c: usize,
+    /// Packed weights `[taps][padded]`.
+    weights: *const f32,
+    /// Padded bias `[padded]`, or null.
+    bias: *const f32,
+    padded: usize,
+    out_c: usize,
+    multiplier: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    /// Top and left padding.
+    pad: [usize; 2],
+    out_w: usize,
+    oy: usize,
+    /// The output row `[OW, Cout]`.
+    output: *mut f32,
+    /// The residual row `[OW, Cout]`, or null.
+    residual: *const f32,
+    activation: Activation,
+}
+
+/// The type of a tier's row kernel.
+type RowFn = unsafe fn(&Row);
+
+/// The row kernel of `tier`, with gathered input lanes when `gather`.
+///
+/// The x86 entries are only returned for tiers whose [`Kernels`] table
+/// exists, which [`crate::tier`] hands out only after detecting the CPU
+/// features they need.
+///
+/// [`Kernels`]: crate::tier::Kernels
+fn row_kernel(tier: Tier, gather: bool) -> RowFn {
+    match (tier, gather) {
+        (Tier::Reference, false) => reference_row::<false>,
+        (Tier::Reference, true) => reference_row::<true>,
+        #[cfg(target_arch = "x86_64")]
+        (Tier::Avx2, false) => avx2_row::<false>,
+        #[cfg(target_arch = "x86_64")]
+        (Tier::Avx2, true) => avx2_row::<true>,
+        #[cfg(target_arch = "x86_64")]
+        (Tier::Avx512, false) => avx512_row::<false>,
+        #[cfg(target_arch = "x86_64")]
+        (Tier::Avx512, true) => avx512_row::<true>,
+        (_, false) => portable_row::<false>,
+        (_, true) => portable_row::<true>,
+    }
+}
+
+/// # Safety
+/// As [`row`].
+unsafe fn reference_row<const GATHER: bool>(job: &Row) {
+    // SAFETY: forwarded; scalar code needs no CPU feature.
+    unsafe { row::<f32, GATHER>(job) }
+}
+
+/// # Safety
+/// As [`row`].
+unsafe fn portable_row<const GATHER: bool>(job: &Row) {
+    // SAFETY: forwarded; `f32x8` needs only the features the crate was
+    // compiled for.
+    unsafe { row::<wide::f32x8, GATHER>(job) }
+}
+
+/// # Safety
+/// As [`row`], and the CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_row<const GATHER: bool>(job: &Row) {
+    // SAFETY: AVX2 and FMA are enabled here; the rest is forwarded.
+    unsafe { row::<core::arch::x86_64::__m256, GATHER>(job) }
+}
+
+/// # Safety
+/// As [`row`], and the CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_row<const GATHER: bool>(job: &Row) {
+    // SAFETY: AVX-512F is enabled here; the rest is forwarded.
+    unsafe { row::<core::arch::x86_64::__m512, GATHER>(job) }
+}
+
+/// The taps `first..end` along one axis whose input coordinate
+/// `out·stride + tap·dilation - pad` lies in `0..in_len`.
+#[inline(always)]
+fn valid_taps(
+    out: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    in_len: usize,
+    kernel: usize,
+) -> (usize, usize) {
+    let origin = out * stride;
+    let first = pad.saturating_sub(origin).div_ceil(dilation).min(kernel);
+    let end = (in_len + pad)
+        .saturating_sub(origin)
+        .div_ceil(dilation)
+        .clamp(first, kernel);
+    (first, end)
+}
+
+/// The valid taps of one output pixel.
+struct Window {
+    ox: usize,
+    ky: (usize, usize),
+    kx: (usize, usize),
+}
+
+/// Computes one output row.
+///
+/// # Safety
+/// The pointers of `job` are valid for the sizes it states (input `in_h ·
+/// in_w · in_c`, weights `taps · padded`, bias `padded`, output and
+/// residual `out_w · out_c`), `padded ≥ out_c` is a multiple of 16,
+/// `out_c == in_c · multiplier`, `multiplier == 1` unless `GATHER`, and the
+/// target-feature contract of [`Simd`] holds for `V`.
+#[inline(always)]
+unsafe fn row<V: Simd, const GATHER: bool>(job: &Row) {
+    let lanes = V::LANES;
+    let ky = valid_taps(
+        job.oy,
+        job.stride[0],
+        job.dilation[0],
+        job.pad[0],
+        job.in_h,
+        job.kernel[0],
+    );
+    for ox in 0..job.out_w {
+        let kx = valid_taps(
+            ox,
+            job.stride[1],
+            job.dilation[1],
+            job.pad[1],
+            job.in_w,
+            job.kernel[1],
+        );
+        let window = Window { ox, ky, kx };
+        let mut c = 0;
+        // SAFETY: every block lies inside the row (`c + vectors · lanes`
+        // rounded to the padded channels), as `block` requires.
+        unsafe {
+            while job.out_c - c >= 4 * lanes {
+                block::<V, 4, GATHER>(job, &window, c);
+                c += 4 * lanes;
+            }
+            match (job.out_c - c).div_ceil(lanes) {
+                1 => block::<V, 1, GATHER>(job, &window, c),
+                2 => block::<V, 2, GATHER>(job, &window, c),
+                3 => block::<V, 3, GATHER>(job, &window, c),
+                4 => block::<V, 4, GATHER>(job, &window, c),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `NV` vectors of output channels from `c0` for one pixel; the last may be
+/// partial (`out_c - c0` channels are left).
+///
+/// # Safety
+/// As [`row`], with `c0 < out_c` a multiple of `LANES` and
+/// `out_c - c0 > (NV - 1) · LANES`.
+#[inline(always)]
+unsafe fn block<V: Simd, const NV: usize, const GATHER: bool>(
+    job: &Row,
+    window: &Window,
+    c0: usize,
+) {
+    let lanes = V::LANES;
+    let left = job.out_c - c0;
+    // SAFETY: full loads of weights and bias stay below `c0 + NV · lanes ≤
+    // padded` (the padded channels are a multiple of 16, hence of `lanes`);
+    // input, residual and output accesses are limited to the `left` valid
+    // channels of the pixel (masked edges); taps are inside the input.
+    unsafe {
+        let mut acc = [V::zero(); NV];
+        if !job.bias.is_null() {
+            for (v, acc) in acc.iter_mut().enumerate() {
+                *acc = V::load(job.bias.add(c0 + v * lanes));
+            }
+        }
+        for ky in window.ky.0..window.ky.1 {
+            let iy = job.oy * job.stride[0] + ky * job.dilation[0] - job.pad[0];
+            let input_row = job.input.add(iy * job.in_w * job.in_c);
+            for kx in window.kx.0..window.kx.1 {
+                let ix = window.ox * job.stride[1] + kx * job.dilation[1] - job.pad[1];
+                let pixel = input_row.add(ix * job.in_c);
+                let w = job.weights.add((ky * job.kernel[1] + kx) * job.padded + c0);
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    let x = load_input::<V, GATHER>(
+                        pixel,
+                        c0 + v * lanes,
+                        left - v * lanes,
+                        job.multiplier,
+                    );
+                    *acc = x.mul_add(V::load(w.add(v * lanes)), *acc);
+                }
+            }
+        }
+        let out = job.output.add(window.ox * job.out_c + c0);
+        let residual = if job.residual.is_null() {
+            job.residual
+        } else {
+            job.residual.add(window.ox * job.out_c + c0)
+        };
+        for (v, &acc) in acc.iter().enumerate() {
+            let valid = left - v * lanes;
+            let mut y = acc;
+            if !residual.is_null() {
+                y = y.add(load_edge::<V>(residual.add(v * lanes), valid));
+            }
+            y = activate(y, job.activation);
+            store_edge(y, out.add(v * lanes), valid);
+        }
+    }
+}
+
+/// The input lanes of output channels `c..c + LANES` (at most `valid` of
+/// them): input channels `c..` directly, or `(c + l) / multiplier` gathered.
+///
+/// # Safety
+/// `pixel` valid for the input channels read; the target-feature contract.
+#[inline(always)]
+unsafe fn load_input<V: Simd, const GATHER: bool>(
+    pixel: *const f32,
+    c: usize,
+    valid: usize,
+    multiplier: usize,
+) -> V {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if GATHER {
+            let mut lanes = [0.0f32; 16];
+            for (l, lane) in lanes.iter_mut().enumerate().take(V::LANES.min(valid)) {
+                *lane = *pixel.add((c + l) / multiplier);
+            }
+            V::load(lanes.as_ptr())
+        } else {
+            load_edge::<V>(pixel.add(c), valid)
+        }
+    }
+}
+
+/// Loads `min(valid, LANES)` values, the rest zero.
+///
+/// # Safety
+/// `p` valid for `min(valid, LANES)` reads, `valid > 0`; the target-feature
+/// contract.
+#[inline(always)]
+unsafe fn load_edge<V: Simd>(p: *const f32, valid: usize) -> V {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if valid >= V::LANES {
+            V::load(p)
+        } else {
+            V::load_partial(p, valid)
+        }
+    }
+}
+
+/// Stores `min(valid, LANES)` values.
+///
+/// # Safety
+/// `p` valid for `min(valid, LANES)` writes, `valid > 0`; the
+/// target-feature contract.
+#[inline(always)]
+unsafe fn store_edge<V: Simd>(x: V, p: *mut f32, valid: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if valid >= V::LANES {
+            x.store(p)
+        } else {
+            x.store_partial(p, valid)
+        }
+    }
+}

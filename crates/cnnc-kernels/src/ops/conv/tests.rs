@@ -1,0 +1,734 @@
+//! `Conv2dOp` tests: every algorithm that applies, on every tier this CPU
+//! has, against [`reference::conv2d`] (NCHW, `f64` accumulation) on data
+//! transposed to NHWC.
+//!
+//! **Tolerance.** `|y - y_ref| ≤ 1e-5 · max(1, max |y_ref|)`. The kernels
+//! accumulate `K ≤ 5·5·33` products of values in `[-1, 1)` in `f32`; the
+//! rounding error of such a sum grows like `√K · 2⁻²⁴ · Σ|x·w|`, a few
+//! `1e-7` of the output's scale here, so 1e-5 leaves room for unlucky
+//! cancellation while any real bug (a wrong tap, channel or edge: an error
+//! of the order of one product, ~1e-1) fails by four orders of magnitude.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::reference;
+use crate::tier::{kernels_for, Kernels, Tier};
+
+/// A deterministic generator of values in `[-1, 1)` (SplitMix64), so a
+/// failure reproduces from the case's seed.
+struct Values(u64);
+
+impl Values {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        2.0 * ((z >> 40) as f32 / (1u64 << 24) as f32) - 1.0
+    }
+
+    fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.next()).collect()
+    }
+}
+
+/// The tiers this machine can run.
+fn tiers() -> Vec<&'static Kernels> {
+    Tier::ALL.into_iter().filter_map(kernels_for).collect()
+}
+
+/// The best tier of this machine.
+fn best() -> &'static Kernels {
+    kernels_for(Tier::best_available()).expect("the best tier is available")
+}
+
+const ACTIVATIONS: [Activation; 7] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::Relu6,
+    Activation::LeakyRelu {
+        negative_slope: 0.1,
+    },
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Hardswish,
+];
+
+/// A one-sample geometry with PyTorch's output size (computed here, in the
+/// tests only).
+#[allow(clippy::too_many_arguments)]
+fn geometry(
+    in_channels: usize,
+    [in_h, in_w]: [usize; 2],
+    out_channels: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: [usize; 4],
+    groups: usize,
+) -> Conv2dGeometry {
+    let out = |len: usize, before: usize, after: usize, axis: usize| {
+        (len + before + after - dilation[axis] * (kernel[axis] - 1) - 1) / stride[axis] + 1
+    };
+    Conv2dGeometry {
+        batch: 1,
+        in_channels,
+        in_h,
+        in_w,
+        out_channels,
+        out_h: out(in_h, padding[0], padding[2], 0),
+        out_w: out(in_w, padding[1], padding[3], 1),
+        kernel,
+        stride,
+        dilation,
+        padding,
+        groups,
+    }
+}
+
+/// A plain layer: stride 1, no dilation, one group, symmetric padding.
+fn plain(
+    in_channels: usize,
+    size: usize,
+    out_channels: usize,
+    kernel: usize,
+    pad: usize,
+) -> Conv2dGeometry {
+    geometry(
+        in_channels,
+        [size, size],
+        out_channels,
+        [kernel, kernel],
+        [1, 1],
+        [1, 1],
+        [pad; 4],
+        1,
+    )
+}
+
+/// `[n, c, h, w]` → `[n, h, w, c]`.
+fn to_nhwc(x: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for i in 0..h * w {
+                y[(b * h * w + i) * c + ch] = x[(b * c + ch) * h * w + i];
+            }
+        }
+    }
+    y
+}
+
+/// `[n, h, w, c]` → `[n, c, h, w]`.
+fn to_nchw(x: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for i in 0..h * w {
+                y[(b * c + ch) * h * w + i] = x[(b * h * w + i) * c + ch];
+            }
+        }
+    }
+    y
+}
+
+fn activation_f64(activation: Activation, x: f64) -> f64 {
+    match activation {
+        Activation::Identity => x,
+        Activation::Relu => x.max(0.0),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+        Activation::LeakyRelu { negative_slope } => {
+            if x >= 0.0 {
+                x
+            } else {
+                x * f64::from(negative_slope)
+            }
+        }
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Tanh => x.tanh(),
+        Activation::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+    }
+}
+
+/// One layer with its data: NHWC input and residual, PyTorch weight and
+/// bias.
+#[derive(Clone, Debug)]
+struct Case {
+    spec: Conv2dSpec,
+    batch: usize,
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    residual: Option<Vec<f32>>,
+}
+
+impl Case {
+    fn new(
+        geometry: Conv2dGeometry,
+        batch: usize,
+        activation: Activation,
+        has_bias: bool,
+        has_residual: bool,
+        seed: u64,
+    ) -> Case {
+        let g = geometry;
+        let mut rng = Values(seed);
+        let input = rng.vec(batch * g.input_len());
+        let weight = rng.vec(g.weight_len());
+        let bias = has_bias.then(|| rng.vec(g.out_channels));
+        let residual = has_residual.then(|| rng.vec(batch * g.output_len()));
+        Case {
+            spec: Conv2dSpec::new(g, activation, has_bias, has_residual),
+            batch,
+            input,
+            weight,
+            bias,
+            residual,
+        }
+    }
+
+    /// The reference result, NHWC.
+    fn expected(&self) -> Vec<f32> {
+        let g = Conv2dGeometry {
+            batch: self.batch,
+            ..self.spec.geometry
+        };
+        let input = to_nchw(&self.input, g.batch, g.in_channels, g.in_h, g.in_w);
+        let mut output = vec![0.0; g.output_len()];
+        reference::conv2d(
+            &g,
+            &input,
+            &self.weight,
+            self.bias.as_deref(),
+            false,
+            &mut output,
+        );
+        let mut output = to_nhwc(&output, g.batch, g.out_channels, g.out_h, g.out_w);
+        for (index, y) in output.iter_mut().enumerate() {
+            let r = self.residual.as_ref().map_or(0.0, |r| f64::from(r[index]));
+            *y = activation_f64(self.spec.activation, f64::from(*y) + r) as f32;
+        }
+        output
+    }
+
+    fn op(&self, algorithm: Algorithm) -> Conv2dOp {
+        let spec = Conv2dSpec {
+            algorithm,
+            ..self.spec
+        };
+        Conv2dOp::pack(spec, &self.weight, self.bias.as_deref()).expect("valid case")
+    }
+
+    fn run(&self, op: &Conv2dOp, ctx: &Context) -> Vec<f32> {
+        let mut output = vec![f32::NAN; self.batch * self.spec.geometry.output_len()];
+        let mut scratch = vec![f32::NAN; op.scratch_len(self.batch)];
+        op.run(
+            ctx,
+            self.batch,
+            &self.input,
+            self.residual.as_deref(),
+            &mut output,
+            &mut scratch,
+        )
+        .expect("valid run");
+        output
+    }
+
+    /// The algorithms that apply to this case.
+    fn algorithms(&self) -> Vec<Algorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .filter(|a| a.is_applicable(&self.spec.geometry))
+            .collect()
+    }
+}
+
+/// Asserts `|actual - expected| ≤ 1e-5 · max(1, max|expected|)` (see the
+/// module doc).
+#[track_caller]
+fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    let scale = expected.iter().fold(1.0f32, |m, &e| m.max(e.abs()));
+    let tolerance = 1e-5 * scale;
+    for (index, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let error = (a - e).abs();
+        assert!(
+            error <= tolerance,
+            "{what}: element {index}: got {a}, expected {e} (error {error}, allowed {tolerance})"
+        );
+    }
+}
+
+#[track_caller]
+fn assert_bits(actual: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (index, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            a.to_bits() == e.to_bits(),
+            "{what}: element {index}: {a} vs {e}"
+        );
+    }
+}
+
+/// Runs every applicable algorithm on every tier and compares with the
+/// reference.
+fn check_case(case: &Case) {
+    let expected = case.expected();
+    for kernels in tiers() {
+        let ctx = Context::with(kernels, 1);
+        for algorithm in case.algorithms() {
+            let op = case.op(algorithm);
+            let actual = case.run(&op, &ctx);
+            let what = format!(
+                "{} on {}: {:?}",
+                algorithm.name(),
+                kernels.tier(),
+                case.spec
+            );
+            assert_close(&actual, &expected, &what);
+        }
+    }
+}
+
+/// Channel counts per group: ragged against 16-lane vectors and 32-wide tiles.
+const CHANNELS: [usize; 7] = [1, 2, 3, 5, 8, 17, 33];
+
+/// Random layers of every kind: plain, grouped, depthwise (multiplier 1-2);
+/// kernels 1-5 with every stride (1-3), dilation (1-2) and asymmetric
+/// padding (0-2 per side); widths that fill no vector or tile.
+fn arbitrary_case() -> impl Strategy<Value = Case> {
+    (
+        (
+            0usize..3,
+            0usize..CHANNELS.len(),
+            0usize..CHANNELS.len(),
+            2usize..=3,
+            1usize..=2,
+        ),
+        (
+            [
+                prop::sample::select(vec![1usize, 2, 3, 5]),
+                prop::sample::select(vec![1usize, 2, 3, 5]),
+            ],
+            [1usize..=3, 1usize..=3],
+            [1usize..=2, 1usize..=2],
+        ),
+        [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+        [0usize..=9, 0usize..=9],
+        (
+            prop::sample::select(vec![1usize, 3]),
+            0usize..ACTIVATIONS.len(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (kind, in_index, out_index, group_count, multiplier),
+                (kernel, stride, dilation),
+                padding,
+                extra,
+                (batch, activation, bias, residual, seed),
+            )| {
+                let (in_per_group, out_per_group) = (CHANNELS[in_index], CHANNELS[out_index]);
+                let (in_channels, out_channels, groups) = match kind {
+                    0 => (in_per_group, out_per_group, 1),
+                    1 => (
+                        group_count * in_per_group,
+                        group_count * out_per_group,
+                        group_count,
+                    ),
+                    _ => (in_per_group, in_per_group * multiplier, in_per_group),
+                };
+                let span = |axis: usize| dilation[axis] * (kernel[axis] - 1) + 1;
+                // The smallest input that one window fits once padded, plus some.
+                let in_h = span(0).saturating_sub(padding[0] + padding[2]).max(1) + extra[0];
+                let in_w = span(1).saturating_sub(padding[1] + padding[3]).max(1) + extra[1];
+                let g = geometry(
+                    in_channels,
+                    [in_h, in_w],
+                    out_channels,
+                    kernel,
+                    stride,
+                    dilation,
+                    padding,
+                    groups,
+                );
+                Case::new(g, batch, ACTIVATIONS[activation], bias, residual, seed)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn every_algorithm_on_every_tier_matches_the_reference(case in arbitrary_case()) {
+        check_case(&case);
+    }
+}
+
+#[test]
+fn fixed_layers_of_every_kind_match_the_reference() {
+    let layers = [
+        // Stem-like: 3 channels, 7x7 stride 2 padding 3; LeNet's 1-channel 5x5.
+        geometry(3, [23, 21], 16, [7, 7], [2, 2], [1, 1], [3; 4], 1),
+        plain(1, 12, 6, 5, 0),
+        // 3x3 with padding, ragged channels; "same" padding of an even kernel.
+        plain(17, 9, 33, 3, 1),
+        geometry(5, [8, 7], 18, [2, 2], [1, 1], [1, 1], [0, 0, 1, 1], 1),
+        // 1x1 stride 1 (one GEMM), 1x1 stride 2 (indirect), 1x1 padded.
+        plain(33, 7, 40, 1, 0),
+        geometry(24, [9, 9], 20, [1, 1], [2, 2], [1, 1], [0; 4], 1),
+        geometry(6, [4, 5], 7, [1, 1], [1, 1], [1, 1], [1, 0, 2, 1], 1),
+        // Dilated, rectangular.
+        geometry(4, [11, 13], 9, [3, 2], [1, 2], [2, 3], [2, 1, 0, 3], 1),
+        // Depthwise 3x3 stride 1 and 2 (MobileNet), multiplier 2, 5x5 dilated.
+        geometry(40, [10, 9], 40, [3, 3], [1, 1], [1, 1], [1; 4], 40),
+        geometry(40, [10, 9], 40, [3, 3], [2, 2], [1, 1], [1; 4], 40),
+        geometry(7, [6, 8], 14, [3, 3], [1, 1], [1, 1], [1; 4], 7),
+        geometry(18, [12, 11], 18, [5, 5], [1, 2], [2, 1], [2, 3, 1, 0], 18),
+        // Grouped 1x1 and 3x3 (ResNeXt-like), output channels per group ragged.
+        geometry(32, [6, 6], 40, [1, 1], [1, 1], [1, 1], [0; 4], 4),
+        geometry(12, [7, 6], 9, [3, 3], [2, 1], [1, 1], [1, 0, 1, 2], 3),
+    ];
+    for (index, g) in layers.into_iter().enumerate() {
+        for (activation_index, &activation) in ACTIVATIONS.iter().enumerate() {
+            let flags = activation_index + index;
+            let case = Case::new(
+                g,
+                1 + 2 * (flags % 2),
+                activation,
+                flags % 3 != 0,
+                flags % 4 < 2,
+                index as u64 * 31 + activation_index as u64,
+            );
+            check_case(&case);
+        }
+    }
+}
+
+/// Layers big enough to be split between threads (above
+/// `PARALLEL_MIN_MACS`), one per algorithm, with few pixel tiles (so the
+/// output channels are split too) and many.
+fn parallel_cases() -> Vec<Case> {
+    let layers = [
+        plain(64, 12, 80, 1, 0),
+        geometry(48, [7, 7], 96, [3, 3], [1, 1], [1, 1], [1; 4], 1),
+        plain(32, 20, 40, 3, 1),
+        geometry(3, [40, 38], 24, [7, 7], [2, 2], [1, 1], [3; 4], 1),
+        geometry(96, [30, 30], 96, [3, 3], [1, 1], [1, 1], [1; 4], 96),
+        geometry(64, [14, 14], 64, [3, 3], [1, 1], [1, 1], [1; 4], 4),
+    ];
+    layers
+        .into_iter()
+        .enumerate()
+        .map(|(index, g)| {
+            assert!(
+                g.macs() >= PARALLEL_MIN_MACS,
+                "layer {index} is too small to be split"
+            );
+            Case::new(
+                g,
+                1 + index % 2,
+                Activation::Relu,
+                true,
+                index % 2 == 0,
+                index as u64,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_thread_count_gives_the_same_bits() {
+    let contexts: Vec<Context> = (1..=3)
+        .map(|threads| Context::with(best(), threads))
+        .collect();
+    for case in parallel_cases() {
+        let expected = case.expected();
+        for algorithm in case.algorithms() {
+            let op = case.op(algorithm);
+            let single = case.run(&op, &contexts[0]);
+            assert_close(&single, &expected, algorithm.name());
+            for ctx in &contexts[1..] {
+                let what = format!("{} with {} threads", algorithm.name(), ctx.threads());
+                assert_bits(&case.run(&op, ctx), &single, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn rebuilding_from_constants_gives_the_same_bits() {
+    let ctx = Context::with(best(), 1);
+    for case in parallel_cases().into_iter().take(3).chain([Case::new(
+        geometry(10, [6, 6], 20, [3, 3], [1, 1], [1, 1], [1; 4], 10),
+        2,
+        Activation::Hardswish,
+        true,
+        true,
+        7,
+    )]) {
+        for algorithm in case.algorithms() {
+            let op = case.op(algorithm);
+            let copy = Conv2dOp::from_constants(op.spec, Buffer::from_slice(op.constants()))
+                .expect("same constants");
+            assert_eq!(copy.spec(), op.spec());
+            assert_bits(
+                &case.run(&copy, &ctx),
+                &case.run(&op, &ctx),
+                algorithm.name(),
+            );
+        }
+    }
+}
+
+#[test]
+fn the_split_covers_every_output_once() {
+    for threads in [1, 2, 3, 5] {
+        let ctx = Context::with(best(), threads);
+        let (mr, _) = best().gemm_tile();
+        for (outer, rows, cols) in [
+            (1, 1, 1),
+            (1, 3136, 64),
+            (3, 49, 512),
+            (2, 5, 2048),
+            (7, 1, 17),
+        ] {
+            for split_cols in [false, true] {
+                let split = Split::new(&ctx, outer, rows, cols, u64::MAX, 64, split_cols);
+                let mut seen = vec![0u8; outer * rows * cols];
+                for task in 0..split.tasks() {
+                    split.for_each(task, |matrix, rows_range, cols_range| {
+                        assert!(rows_range.start % mr == 0);
+                        assert!(cols_range.start % PANEL == 0);
+                        for r in rows_range {
+                            for c in cols_range.clone() {
+                                seen[(matrix * rows + r) * cols + c] += 1;
+                            }
+                        }
+                    });
+                }
+                assert!(
+                    seen.iter().all(|&count| count == 1),
+                    "{outer}x{rows}x{cols}"
+                );
+                let row_tiles = outer * rows.div_ceil(mr);
+                if threads == 1 {
+                    assert_eq!(split.tasks(), 1);
+                } else if row_tiles > 1 {
+                    assert!(split.tasks() > 1, "{outer}x{rows}x{cols}");
+                }
+            }
+        }
+    }
+    // Small layers run as one task.
+    let split = Split::new(&Context::with(best(), 4), 1, 3136, 64, 1000, 64, true);
+    assert_eq!(split.tasks(), 1);
+}
+
+#[test]
+fn the_choice_rule() {
+    let resnet_stem = geometry(3, [224, 224], 64, [7, 7], [2, 2], [1, 1], [3; 4], 1);
+    let lenet = plain(1, 28, 6, 5, 0);
+    let resnet_3x3 = plain(64, 56, 64, 3, 1);
+    let downsample_3x3 = geometry(64, [56, 56], 128, [3, 3], [2, 2], [1, 1], [1; 4], 1);
+    let downsample_1x1 = geometry(64, [56, 56], 128, [1, 1], [2, 2], [1, 1], [0; 4], 1);
+    let pointwise = plain(256, 14, 1024, 1, 0);
+    let depthwise = geometry(144, [56, 56], 144, [3, 3], [2, 2], [1, 1], [1; 4], 144);
+    let grouped = geometry(128, [28, 28], 128, [3, 3], [1, 1], [1, 1], [1; 4], 32);
+    let cases = [
+        (resnet_stem, Algorithm::Im2col),
+        (lenet, Algorithm::Im2col),
+        (resnet_3x3, Algorithm::Indirect),
+        (downsample_3x3, Algorithm::Indirect),
+        (downsample_1x1, Algorithm::Indirect),
+        (pointwise, Algorithm::Gemm1x1),
+        (depthwise, Algorithm::Depthwise),
+        (grouped, Algorithm::Grouped),
+    ];
+    for (g, algorithm) in cases {
+        assert_eq!(Algorithm::choose(&g), algorithm, "{g:?}");
+        assert!(algorithm.is_applicable(&g));
+        assert!(check_geometry(&g).is_ok());
+    }
+    assert!(!Algorithm::Gemm1x1.is_applicable(&resnet_3x3));
+    assert!(!Algorithm::Indirect.is_applicable(&grouped));
+    assert!(!Algorithm::Depthwise.is_applicable(&grouped));
+    assert!(Algorithm::Grouped.is_applicable(&resnet_3x3));
+}
+
+#[test]
+fn bad_specs_and_sizes_are_errors_not_panics() {
+    let g = plain(4, 5, 6, 3, 1);
+    let case = Case::new(g, 2, Activation::Relu, true, true, 1);
+    let spec = case.spec;
+    let weight = &case.weight;
+    let bias = case.bias.as_deref();
+    let is_spec_error = |result: Result<Conv2dOp, OpError>| matches!(result, Err(OpError::Spec(_)));
+
+    // Construction.
+    assert!(matches!(
+        Conv2dOp::pack(spec, &weight[1..], bias),
+        Err(OpError::Length { what: "weight", .. })
+    ));
+    assert!(matches!(
+        Conv2dOp::pack(spec, weight, Some(&[0.0; 5])),
+        Err(OpError::Length { what: "bias", .. })
+    ));
+    assert!(is_spec_error(Conv2dOp::pack(spec, weight, None)));
+    let no_bias = Conv2dSpec {
+        has_bias: false,
+        ..spec
+    };
+    assert!(is_spec_error(Conv2dOp::pack(no_bias, weight, bias)));
+    for algorithm in [
+        Algorithm::Gemm1x1,
+        Algorithm::Depthwise,
+        Algorithm::Winograd,
+    ] {
+        assert!(is_spec_error(Conv2dOp::pack(
+            Conv2dSpec { algorithm, ..spec },
+            weight,
+            bias
+        )));
+    }
+    let bad_geometries = [
+        Conv2dGeometry { batch: 2, ..g },
+        Conv2dGeometry { out_h: 6, ..g },
+        Conv2dGeometry { out_w: 4, ..g },
+        Conv2dGeometry { groups: 3, ..g },
+        Conv2dGeometry { groups: 0, ..g },
+        Conv2dGeometry {
+            stride: [0, 1],
+            ..g
+        },
+        Conv2dGeometry {
+            dilation: [1, 0],
+            ..g
+        },
+        Conv2dGeometry {
+            kernel: [0, 3],
+            ..g
+        },
+        Conv2dGeometry {
+            in_channels: 0,
+            ..g
+        },
+        Conv2dGeometry {
+            in_h: usize::MAX,
+            ..g
+        },
+        Conv2dGeometry {
+            in_channels: usize::MAX / 2,
+            out_channels: usize::MAX / 2,
+            in_h: 4,
+            in_w: 4,
+            out_h: 4,
+            out_w: 4,
+            kernel: [1, 1],
+            padding: [0; 4],
+            ..g
+        },
+    ];
+    for bad in bad_geometries {
+        let spec = Conv2dSpec {
+            geometry: bad,
+            ..spec
+        };
+        assert!(is_spec_error(Conv2dOp::pack(spec, weight, bias)), "{bad:?}");
+        assert!(is_spec_error(Conv2dOp::from_constants(
+            spec,
+            Buffer::zeroed(0)
+        )));
+    }
+    assert!(matches!(
+        Conv2dOp::from_constants(spec, Buffer::zeroed(3)),
+        Err(OpError::Length {
+            what: "constants",
+            ..
+        })
+    ));
+
+    // Runs.
+    let op = case.op(Algorithm::Im2col);
+    let ctx = Context::with(best(), 1);
+    let out_len = 2 * g.output_len();
+    let mut output = vec![0.0; out_len];
+    let mut scratch = vec![0.0; op.scratch_len(2)];
+    let residual = case.residual.as_deref();
+    let input = &case.input;
+    assert!(matches!(
+        op.run(&ctx, 2, &input[1..], residual, &mut output, &mut scratch),
+        Err(OpError::Length { what: "input", .. })
+    ));
+    assert!(matches!(
+        op.run(&ctx, 3, input, residual, &mut output, &mut scratch),
+        Err(OpError::Length { what: "input", .. })
+    ));
+    assert!(matches!(
+        op.run(&ctx, 2, input, residual, &mut output[1..], &mut scratch),
+        Err(OpError::Length { what: "output", .. })
+    ));
+    assert!(matches!(
+        op.run(&ctx, 2, input, Some(&input[..3]), &mut output, &mut scratch),
+        Err(OpError::Length {
+            what: "residual",
+            ..
+        })
+    ));
+    assert!(matches!(
+        op.run(&ctx, 2, input, None, &mut output, &mut scratch),
+        Err(OpError::Spec(_))
+    ));
+    assert!(matches!(
+        op.run(&ctx, 2, input, residual, &mut output, &mut scratch[1..]),
+        Err(OpError::Length {
+            what: "scratch",
+            ..
+        })
+    ));
+    assert!(matches!(
+        op.run(&ctx, usize::MAX, input, residual, &mut output, &mut scratch),
+        Err(OpError::Spec(_))
+    ));
+    // A batch of zero is an empty call.
+    assert_eq!(
+        op.run(&ctx, 0, &[], residual.map(|_| &[][..]), &mut [], &mut []),
+        Ok(())
+    );
+    let without = Conv2dOp::pack(
+        Conv2dSpec {
+            has_residual: false,
+            ..spec
+        },
+        weight,
+        bias,
+    )
+    .expect("valid");
+    assert!(matches!(
+        without.run(&ctx, 2, input, residual, &mut output, &mut scratch),
+        Err(OpError::Spec(_))
+    ));
+    // Nothing was written by the refused calls.
+    assert!(output.iter().all(|&y| y == 0.0));
+}
+
+#[test]
+fn scratch_is_only_needed_by_im2col_and_does_not_grow_with_the_batch() {
+    let g = plain(3, 9, 8, 3, 1);
+    let case = Case::new(g, 1, Activation::Identity, false, false, 3);
+    for algorithm in case.algorithms() {
+        let op = case.op(algorithm);
+        if algorithm == Algorithm::Im2col {
+            assert!(op.scratch_len(1) > 0);
+            assert_eq!(op.scratch_len(1), op.scratch_len(64));
+        } else {
+            assert_eq!(op.scratch_len(5), 0, "{}", algorithm.name());
+        }
+    }
+}
