@@ -18,7 +18,13 @@
 //!
 //! ```text
 //! SourceFile ─parse─▶ ast::Network ─lower─▶ Graph ─infer─▶ GraphInfo
+//!                                            ─optimize─▶ Graph + GraphInfo ─plan_memory─▶ MemoryPlan
 //! ```
+//!
+//! [`optimize`] runs the [`passes`] (batch-norm folding, epilogue fusion,
+//! dead-code removal) and re-infers; [`plan_memory`] places every value of
+//! a graph in one activation arena ([`memory`]); [`text`] prints a graph
+//! with its plan (`cnnc build --emit ir`).
 //!
 //! [`check`] runs the three steps and collects every diagnostic:
 //!
@@ -41,9 +47,12 @@ pub mod dot;
 pub mod graph;
 pub mod infer;
 pub mod lower;
+pub mod memory;
 pub mod op;
+pub mod passes;
 pub mod spec;
 pub mod suggest;
+pub mod text;
 
 pub use graph::{Edge, Graph, Node, NodeId, Origin};
 pub use infer::{
@@ -51,10 +60,12 @@ pub use infer::{
     WeightSpec, MAX_ELEMENTS,
 };
 pub use lower::{lower, Lowered};
+pub use memory::{plan_memory, MemoryPlan};
 pub use op::{
     AdaptiveAvgPool2d, Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Epilogue,
     FoldedBatchNorm, Input, Linear, MaxPool2d, Op, Softmax, WeightSource,
 };
+pub use passes::{optimize, Optimized};
 
 use cnnc_syntax::{Diagnostics, SourceFile};
 

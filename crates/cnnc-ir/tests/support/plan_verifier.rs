@@ -1,0 +1,249 @@
+//! An independent verifier of activation memory plans, for tests.
+//!
+//! It shares no code with the planner (`cnnc_ir::memory`): from the graph,
+//! its info and the slots alone it re-derives liveness with the planner's
+//! documented definition (a value is live from the step that computes it to
+//! the last step that reads it, both included; the output until after the
+//! last step) and checks
+//!
+//! 1. the execution order: every node once, the input first, inputs before
+//!    their readers;
+//! 2. every slot: the value's length, an offset aligned to 16 floats, inside
+//!    the arena;
+//! 3. every alias and in-place placement against its own copy of the rules
+//!    (`dropout`; `flatten` of a value whose NHWC and NCHW orders agree;
+//!    in place only for activations, `add` and `batchnorm2d`), and that a
+//!    value with memory of its own does not overlap its inputs;
+//! 4. that no two values live at the same step overlap in the arena, unless
+//!    they are the same data (an alias) or the later one is written in place
+//!    over the earlier at the earlier one's last use;
+//! 5. by simulating the execution over the arena, that every read finds
+//!    the value it expects, and the output survives to the end.
+//!
+//! Shared by this crate's tests and `cnnc-interp`'s property tests (which
+//! include this file by path).
+
+use cnnc_ir::memory::{MemoryPlan, Placement, Slot};
+use cnnc_ir::{Graph, GraphInfo, NodeId, Op};
+
+/// Verifies `plan` for `graph` (see the module documentation).
+pub fn verify_plan(graph: &Graph, info: &GraphInfo, plan: &MemoryPlan) -> Result<(), String> {
+    verify_slots(graph, info, plan.order(), plan.arena_len(), |node| {
+        plan.slot(node).copied()
+    })
+}
+
+/// Verifies the slots `slot` gives, for the execution `order`, in an arena
+/// of `arena_len` floats per sample.
+pub fn verify_slots(
+    graph: &Graph,
+    info: &GraphInfo,
+    order: &[NodeId],
+    arena_len: usize,
+    slot: impl Fn(NodeId) -> Option<Slot>,
+) -> Result<(), String> {
+    let name = |node: NodeId| graph.display_name(node);
+    let bound = graph.node_bound();
+
+    // 1. The order.
+    let mut position = vec![usize::MAX; bound];
+    for (step, &node) in order.iter().enumerate() {
+        if !graph.contains(node) {
+            return Err(format!("the order has a removed node {node}"));
+        }
+        if position[node.index()] != usize::MAX {
+            return Err(format!("`{}` is twice in the order", name(node)));
+        }
+        position[node.index()] = step;
+    }
+    if order.len() != graph.len() {
+        return Err(format!(
+            "the order has {} nodes, the graph {}",
+            order.len(),
+            graph.len()
+        ));
+    }
+    if order.first() != Some(&graph.input()) {
+        return Err("the input is not the first step".into());
+    }
+    for &node in order {
+        for input in graph.inputs(node) {
+            if position[input.index()] >= position[node.index()] {
+                return Err(format!(
+                    "`{}` runs before its input `{}`",
+                    name(node),
+                    name(input)
+                ));
+            }
+        }
+    }
+
+    // 2. The slots.
+    let mut slots: Vec<Option<Slot>> = vec![None; bound];
+    for &node in order {
+        let Some(s) = slot(node) else {
+            return Err(format!("`{}` has no slot", name(node)));
+        };
+        let len: usize = info.shape(node).iter().product();
+        if s.len != len {
+            return Err(format!(
+                "`{}` has {} floats, its slot {}",
+                name(node),
+                len,
+                s.len
+            ));
+        }
+        if s.offset % 16 != 0 {
+            return Err(format!(
+                "`{}` is at unaligned offset {}",
+                name(node),
+                s.offset
+            ));
+        }
+        if s.offset + s.len > arena_len {
+            return Err(format!(
+                "`{}` at {}..{} is outside the arena of {arena_len}",
+                name(node),
+                s.offset,
+                s.offset + s.len
+            ));
+        }
+        slots[node.index()] = Some(s);
+    }
+    let region = |node: NodeId| {
+        let s = slots[node.index()].expect("checked above");
+        (s.offset, s.offset + s.len)
+    };
+    let overlap = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
+
+    // 3. The placements, and each value's data: its own, or its alias
+    // source's.
+    let mut data: Vec<NodeId> = (0..bound).map(|_| graph.input()).collect();
+    for &node in order {
+        let inputs = graph.inputs(node);
+        let s = slots[node.index()].expect("checked above");
+        data[node.index()] = node;
+        match s.placement {
+            Placement::Alias(source) => {
+                let legal = inputs == [source]
+                    && match &graph[node].op {
+                        Op::Dropout(_) => true,
+                        Op::Flatten => match info.shape(source) {
+                            [c, h, w] => *c == 1 || h * w == 1,
+                            _ => true,
+                        },
+                        _ => false,
+                    };
+                if !legal {
+                    return Err(format!("`{}` cannot alias `{}`", name(node), name(source)));
+                }
+                if region(node) != region(source) {
+                    return Err(format!("alias `{}` is not where its source is", name(node)));
+                }
+                data[node.index()] = data[source.index()];
+            }
+            Placement::InPlace(source) => {
+                let element_wise = matches!(
+                    graph[node].op,
+                    Op::Activation(_) | Op::Add(_) | Op::BatchNorm2d(_)
+                );
+                if !element_wise || !inputs.contains(&source) {
+                    return Err(format!(
+                        "`{}` cannot run in place over `{}`",
+                        name(node),
+                        name(source)
+                    ));
+                }
+                if region(node) != region(source) {
+                    return Err(format!(
+                        "`{}` runs in place but is not where `{}` is",
+                        name(node),
+                        name(source)
+                    ));
+                }
+            }
+            Placement::Fresh => {
+                for input in &inputs {
+                    if overlap(region(node), region(*input)) {
+                        return Err(format!(
+                            "`{}` overlaps its input `{}` without running in place",
+                            name(node),
+                            name(*input)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // 4. Liveness.
+    let mut last = position.clone();
+    for &node in order {
+        for input in graph.inputs(node) {
+            last[input.index()] = last[input.index()].max(position[node.index()]);
+        }
+    }
+    last[graph.output().index()] = order.len();
+    for (i, &early) in order.iter().enumerate() {
+        for &late in &order[i + 1..] {
+            // `early` is computed before `late`.
+            let live_together = position[late.index()] <= last[early.index()];
+            if !live_together || !overlap(region(early), region(late)) {
+                continue;
+            }
+            if data[early.index()] == data[late.index()] {
+                continue; // The same data under two names.
+            }
+            let in_place_over_early = match slots[late.index()].expect("checked").placement {
+                Placement::InPlace(source) => {
+                    data[source.index()] == data[early.index()]
+                        && last[early.index()] == position[late.index()]
+                }
+                _ => false,
+            };
+            if !in_place_over_early {
+                return Err(format!(
+                    "`{}` (live at steps {}..={}, arena {:?}) and `{}` (steps {}..={}, arena {:?}) overlap",
+                    name(early),
+                    position[early.index()],
+                    last[early.index()],
+                    region(early),
+                    name(late),
+                    position[late.index()],
+                    last[late.index()],
+                    region(late)
+                ));
+            }
+        }
+    }
+
+    // 5. Simulation: which data is still intact in its region.
+    let mut intact = vec![false; bound];
+    for &node in order {
+        for input in graph.inputs(node) {
+            if !intact[data[input.index()].index()] {
+                return Err(format!(
+                    "`{}` reads `{}`, which was overwritten",
+                    name(node),
+                    name(input)
+                ));
+            }
+        }
+        if data[node.index()] != node {
+            continue; // An alias writes nothing.
+        }
+        for &other in order {
+            if position[other.index()] >= position[node.index()] {
+                break;
+            }
+            if data[other.index()] == other && overlap(region(other), region(node)) {
+                intact[other.index()] = false;
+            }
+        }
+        intact[node.index()] = true;
+    }
+    if !intact[data[graph.output().index()].index()] {
+        return Err("the output was overwritten before the end".into());
+    }
+    Ok(())
+}
