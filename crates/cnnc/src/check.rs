@@ -4,15 +4,17 @@
 //! The table has one row per node in execution order: the layer's name
 //! (anonymous layers as `#INDEX op`), the operator with its key parameters,
 //! the per-sample output shape, the parameter count and the
-//! multiply-accumulates per sample; then the totals.
+//! multiply-accumulates per sample; then the totals, and the activation
+//! memory at batch 1: the peak of the optimized graph's arena next to the
+//! naive sum of every activation (one buffer per value).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cnnc_ir::{format_shape, Checked};
+use cnnc_ir::{format_shape, Checked, MemoryPlan};
 use serde_json::json;
 
-use crate::common::{load_checked, thousands};
+use crate::common::{load_checked, optimize_checked, print_diagnostics, thousands};
 use crate::{Options, Outcome};
 
 /// Arguments of `cnnc check`.
@@ -21,7 +23,8 @@ pub struct Args {
     /// The network (`.cnn` file).
     pub net: PathBuf,
     /// Print the table as JSON: `{layers: [{name, op, summary, output_shape,
-    /// params, macs}], total_params, total_macs, ...}`.
+    /// params, macs}], total_params, total_macs, peak_activation_bytes,
+    /// naive_activation_bytes, ...}`.
     #[arg(long)]
     pub json: bool,
     /// Also validate a weights file (safetensors): every tensor the layers
@@ -43,10 +46,22 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
             return Ok(Outcome::Diagnosed);
         }
     }
+    let optimized = optimize_checked(&file, checked.graph.clone(), &checked.info, options);
+    let Some(optimized) = optimized else {
+        return Ok(Outcome::Diagnosed);
+    };
+    let plan = match cnnc_ir::plan_memory(&optimized.graph, &optimized.info) {
+        Ok(plan) => plan,
+        Err(errors) => {
+            print_diagnostics(&errors, &file, options);
+            return Ok(Outcome::Diagnosed);
+        }
+    };
     if args.json {
-        println!("{}", render_json(&checked));
+        println!("{}", render_json(&checked, &plan));
     } else {
         print!("{}", render_table(&checked));
+        print!("{}", render_memory(&plan));
     }
     Ok(Outcome::Success)
 }
@@ -122,8 +137,17 @@ pub fn render_table(checked: &Checked) -> String {
     out
 }
 
-/// The layer table as JSON.
-pub fn render_json(checked: &Checked) -> String {
+/// The activation memory line printed under the table.
+pub fn render_memory(plan: &MemoryPlan) -> String {
+    format!(
+        "\nactivations at batch 1: peak arena {} bytes, naive sum {} bytes\n",
+        thousands(plan.arena_bytes(1).unwrap_or(u64::MAX)),
+        thousands(plan.naive_bytes(1).unwrap_or(u64::MAX))
+    )
+}
+
+/// The layer table as JSON, with the activation memory at batch 1.
+pub fn render_json(checked: &Checked, plan: &MemoryPlan) -> String {
     let graph = &checked.graph;
     let info = &checked.info;
     let layers: Vec<_> = info
@@ -148,6 +172,8 @@ pub fn render_json(checked: &Checked) -> String {
         "layers": layers,
         "total_params": info.total_params,
         "total_macs": info.total_macs,
+        "peak_activation_bytes": plan.arena_bytes(1),
+        "naive_activation_bytes": plan.naive_bytes(1),
     });
     serde_json::to_string_pretty(&value).unwrap_or_default()
 }

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use cnnc_ir::Checked;
+use cnnc_ir::{Checked, Graph, GraphInfo, Optimized};
 use cnnc_syntax::{Diagnostics, RenderStyle, SourceFile, MAX_SOURCE_LEN};
 
 use crate::{ErrorFormat, Options};
@@ -61,6 +61,26 @@ pub fn load_checked(path: &Path, options: &Options) -> Result<(SourceFile, Optio
         Err(diagnostics) => {
             print_diagnostics(&diagnostics, &file, options);
             Ok((file, None))
+        }
+    }
+}
+
+/// Runs the optimizer on a checked network, printing its warnings (or,
+/// on an internal error, its diagnostics). `None` means errors were printed.
+pub fn optimize_checked(
+    file: &SourceFile,
+    graph: Graph,
+    info: &GraphInfo,
+    options: &Options,
+) -> Option<Optimized> {
+    match cnnc_ir::optimize(graph, info) {
+        Ok(optimized) => {
+            print_diagnostics(&optimized.report.warnings, file, options);
+            Some(optimized)
+        }
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics, file, options);
+            None
         }
     }
 }

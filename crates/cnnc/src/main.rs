@@ -8,6 +8,7 @@
 //! Exit codes: 0 on success, 1 on a diagnosed error (the diagnostics are on
 //! stderr), 2 on a command-line usage error (from clap).
 
+mod build;
 mod check;
 mod common;
 mod graph;
@@ -49,6 +50,8 @@ pub enum ErrorFormat {
 enum Command {
     /// Validate a network and print its layer table.
     Check(check::Args),
+    /// Compile a network (so far: `--emit ir`, the optimized graph as text).
+    Build(build::Args),
     /// Write the network's graph in Graphviz DOT.
     Graph(graph::Args),
     /// Run the network on a batch (`.npy` in, `.npy` out) with the interpreter.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => check::run(&args, &cli.options),
+        Command::Build(args) => build::run(&args, &cli.options),
         Command::Graph(args) => graph::run(&args, &cli.options),
         Command::Run(args) => run::run(&args, &cli.options),
     };

@@ -69,7 +69,8 @@ fn graph_writes_dot_atomically() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let dot = std::fs::read_to_string(&out).expect("dot written");
     assert!(dot.starts_with("digraph \"lenet5\" {"));
-    assert!(dot.contains("conv2d(6, 5, padding=2)\\n[6, 28, 28]"));
+    // The optimized graph by default: the relu is in the convolution.
+    assert!(dot.contains("conv2d(6, 5, padding=2) -> relu\\n[6, 28, 28]"));
     assert!(dot.contains("n0 -> n1;"));
     assert!(dot.trim_end().ends_with('}'));
 
@@ -106,7 +107,7 @@ fn graph_writes_dot_atomically() {
 #[test]
 fn graph_to_stdout() {
     let net = repo().join("examples/mobilenet_v2.cnn");
-    let output = cnnc(&["graph", net.to_str().expect("utf-8")]);
+    let output = cnnc(&["graph", net.to_str().expect("utf-8"), "--stage", "lowered"]);
     assert_eq!(output.status.code(), Some(0));
     let dot = text(&output.stdout);
     // Residual adds have two labelled inputs.
@@ -114,6 +115,15 @@ fn graph_to_stdout() {
     // 154 nodes in a chain (153 edges) plus a second input for each of the
     // 10 residual adds.
     assert_eq!(dot.matches(" -> ").count(), 153 + 10);
+    // Optimized: input, 52 convolutions, pool, flatten, linear in a chain
+    // (55 edges), plus the residual input of the 10 convolutions that took
+    // over an add.
+    let output = cnnc(&["graph", net.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(0));
+    let dot = text(&output.stdout);
+    // (Labels say `-> relu6` too; edges point at a node `nINDEX`.)
+    assert_eq!(dot.matches(" -> n").count(), 55 + 10);
+    assert_eq!(dot.matches("batchnorm2d").count(), 0);
 }
 
 #[test]
