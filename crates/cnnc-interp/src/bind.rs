@@ -13,11 +13,13 @@
 //!   rotated by 180° here. Every bound convolution kernel is a
 //!   cross-correlation kernel, as PyTorch's are.
 //!
-//! What it deliberately does not do: fold batch-norms. A batch-norm folded
+//! What it does not do by itself: fold batch-norms. A batch-norm folded
 //! into a layer by a pass ([`WeightSource::folded_batchnorm`]) is bound as
-//! its four original tensors; the reference path applies it as written (it
-//! is the oracle the folding is checked against), and a faster path folds
-//! them when it prepares its own weights.
+//! its four original tensors; the reference mode applies it as written (it
+//! is the oracle the folding is checked against), and the optimized mode
+//! then calls [`BoundWeights::fold_batchnorms`], which folds them into the
+//! layer's weight and bias with `cnnc_runtime::fold` (as generated code does
+//! when it loads its weights).
 //!
 //! Tensors the network never asks for are listed by
 //! [`WeightFile::unused`] afterwards (`num_batches_tracked` counters
@@ -74,6 +76,35 @@ impl BoundWeights {
     /// Takes the tensors of `node` out of the table.
     pub(crate) fn take(&mut self, node: NodeId) -> Option<LayerWeights> {
         self.layers.get_mut(node.index()).and_then(Option::take)
+    }
+
+    /// Folds every layer's folded batch-norm into its weight and bias
+    /// (`cnnc_runtime::fold::fold_batchnorm`: `f64`, rounded once). Fails
+    /// only on lengths that disagree (a bug: shapes were checked on binding).
+    pub(crate) fn fold_batchnorms(&mut self, graph: &Graph) -> Result<(), BindErrors> {
+        for node in graph.node_ids() {
+            let Some(Some(LayerWeights::Dense(dense))) = self.layers.get_mut(node.index()) else {
+                continue;
+            };
+            let Some(bn) = dense.folded_batchnorm.take() else {
+                continue;
+            };
+            let params = cnnc_runtime::fold::BatchNorm {
+                weight: &bn.weight,
+                bias: &bn.bias,
+                running_mean: &bn.running_mean,
+                running_var: &bn.running_var,
+                eps: bn.eps,
+            };
+            let bias = cnnc_runtime::fold::fold_batchnorm(
+                &mut dense.weight,
+                dense.bias.as_deref(),
+                &params,
+            )
+            .map_err(|error| BindErrors::internal(graph, node, error.to_string()))?;
+            dense.bias = Some(bias);
+        }
+        Ok(())
     }
 }
 

@@ -15,17 +15,30 @@
 //!
 //! # Execution modes
 //!
-//! [`Mode::Reference`] (the only mode today) executes every node in
+//! [`Mode::Optimized`] (the default) first runs the optimizer
+//! (`cnnc_ir::optimize`: batch-norms folded, activations and residual adds
+//! fused into the layers before them, identities and dead layers removed),
+//! binds the weights, folds each folded batch-norm's tensors into its
+//! layer's weight and bias (`cnnc_runtime::fold`, in `f64`, rounded once,
+//! exactly as generated code does when it loads weights), and executes the
+//! optimized graph: every node with `cnnc_kernels::reference`, a fused
+//! layer as its kernel (with the folded bias) followed by the residual add
+//! and the activation. The weights are checked against the graph as written
+//! first, so errors point at the layers the user wrote, including layers
+//! the optimizer removes.
+//!
+//! [`Mode::Reference`] executes the graph as given, every node in
 //! topological order with `cnnc_kernels::reference`, the naive oracle that
 //! accumulates in `f64`: slow, but within float rounding of PyTorch computing
 //! in `float64`. Fused epilogues and folded batch-norms that optimizer
-//! passes put into the graph are executed as the operations they stand for,
-//! so the reference mode checks the passes too.
+//! passes put into the graph are executed as the operations they stand for
+//! (a folded batch-norm as a batch-norm after the layer, not folded), so the
+//! reference mode checks the passes too.
 //!
-//! The optimized mode planned next to it (fused and folded graph, NHWC SIMD
-//! kernels, one activation arena from the memory plan) slots in as another
-//! [`Mode`] and another engine behind the same [`Interpreter`] methods:
-//! binding is shared, and `run`/`forward` dispatch on the engine.
+//! The fast engine (NHWC SIMD kernels, one activation arena from
+//! `cnnc_ir::memory`) slots in behind the optimized mode, as another
+//! engine behind the same [`Interpreter`] methods: binding is shared, and
+//! `run`/`forward` dispatch on the engine.
 //!
 //! # Example
 //!
@@ -76,10 +89,13 @@ use reference::ReferencePlan;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mode {
-    /// Every operator through the naive NCHW reference kernels, in `f64`
-    /// accumulation: the oracle.
-    #[default]
+    /// The graph as given, every operator through the naive NCHW reference
+    /// kernels, in `f64` accumulation: the oracle.
     Reference,
+    /// The optimized graph (see `cnnc_ir::optimize`) with its batch-norms
+    /// folded into the weights; reference kernels for now.
+    #[default]
+    Optimized,
 }
 
 /// Options of [`Interpreter::with_options`].
@@ -91,7 +107,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// The defaults: [`Mode::Reference`].
+    /// The defaults: [`Mode::Optimized`].
     pub fn new() -> Options {
         Options::default()
     }
@@ -234,6 +250,26 @@ impl Interpreter {
         let output_len = length(&output_shape, graph.output())?;
         let engine = match options.mode {
             Mode::Reference => Engine::Reference(ReferencePlan::new(graph, info, &mut bound)?),
+            Mode::Optimized => {
+                // The weights were checked against the graph as written;
+                // bind them again to the optimized graph (whose layers list
+                // their folded batch-norms' tensors), then fold.
+                drop(bound);
+                let optimized = cnnc_ir::optimize(graph.clone(), info).map_err(|errors| {
+                    let what = errors
+                        .iter()
+                        .next()
+                        .map_or_else(|| "the optimizer failed".to_string(), |d| d.message.clone());
+                    BindErrors::internal(graph, graph.output(), what)
+                })?;
+                let mut bound = bind::bind(&optimized.graph, &optimized.info, weights)?;
+                bound.fold_batchnorms(&optimized.graph)?;
+                Engine::Reference(ReferencePlan::new(
+                    &optimized.graph,
+                    &optimized.info,
+                    &mut bound,
+                )?)
+            }
         };
         Ok(Interpreter {
             engine,

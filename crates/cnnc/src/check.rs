@@ -42,7 +42,15 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
     };
     if let Some(weights) = &args.weights {
         let source = crate::run::WeightsSource::Flag(weights.clone());
-        if crate::run::bind_weights(&file, &checked, &source, options)?.is_none() {
+        if crate::run::bind_weights(
+            &file,
+            &checked,
+            &source,
+            cnnc_interp::Mode::Reference,
+            options,
+        )?
+        .is_none()
+        {
             return Ok(Outcome::Diagnosed);
         }
     }

@@ -7,7 +7,8 @@
 //! layer whose tensor is wrong, naming the file. The input must be
 //! `[N, ...input shape]` with `N >= 1`; the output, `[N, ...output shape]`
 //! float32, is written atomically, so a failed run never leaves a file
-//! behind (nor touches an existing one).
+//! behind (nor touches an existing one). The optimized graph runs by
+//! default; `--unoptimized` runs the graph as written (the oracle).
 //!
 //! This module also loads weights for `cnnc check --weights`
 //! ([`bind_weights`]).
@@ -15,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use cnnc_interp::Interpreter;
+use cnnc_interp::{Interpreter, Mode};
 use cnnc_ir::Checked;
 use cnnc_runtime::WeightFile;
 use cnnc_syntax::{Diagnostic, Label, SourceFile, Span};
@@ -40,6 +41,11 @@ pub struct Args {
     /// `[N, ...output shape]`. Written atomically.
     #[arg(long)]
     pub output: PathBuf,
+    /// Run the graph as written, every layer on its own (no batch-norm
+    /// folding, no fusion): the reference the optimized graph is checked
+    /// against.
+    #[arg(long)]
+    pub unoptimized: bool,
 }
 
 /// Runs `cnnc run`.
@@ -61,7 +67,12 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
             None => WeightsSource::None,
         },
     };
-    let Some(mut interpreter) = bind_weights(&file, &checked, &source, options)? else {
+    let mode = if args.unoptimized {
+        Mode::Reference
+    } else {
+        Mode::Optimized
+    };
+    let Some(mut interpreter) = bind_weights(&file, &checked, &source, mode, options)? else {
         return Ok(Outcome::Diagnosed);
     };
     let (shape, data) = cnnc_runtime::npy::read(&args.input).map_err(message)?;
@@ -100,7 +111,8 @@ pub enum WeightsSource {
 
 /// Loads the weights and binds them to the network, printing every
 /// diagnostic (errors at the layers whose tensors are wrong; a warning
-/// listing unused tensors). `None` means errors were printed.
+/// listing unused tensors) and plans the network in `mode`. `None` means
+/// errors were printed.
 ///
 /// A weights file that cannot be read or parsed is an `Err` when it came
 /// from `--weights`, and a diagnostic at the `weights` statement when it came
@@ -109,8 +121,10 @@ pub fn bind_weights(
     file: &SourceFile,
     checked: &Checked,
     source: &WeightsSource,
+    mode: Mode,
     options: &Options,
 ) -> Result<Option<Interpreter>> {
+    let interpreter_options = cnnc_interp::Options::new().mode(mode);
     let graph = &checked.graph;
     let info = &checked.info;
     let (weights, statement) = match source {
@@ -128,7 +142,7 @@ pub fn bind_weights(
             }
         },
         WeightsSource::None => {
-            return match Interpreter::without_weights(graph, info) {
+            return match Interpreter::with_options(graph, info, None, &interpreter_options) {
                 Ok(interpreter) => Ok(Some(interpreter)),
                 Err(errors) => {
                     let first = errors.iter().next();
@@ -152,7 +166,7 @@ pub fn bind_weights(
             };
         }
     };
-    match Interpreter::new(graph, info, &weights) {
+    match Interpreter::with_options(graph, info, Some(&weights), &interpreter_options) {
         Ok(interpreter) => {
             if let Some(warning) = unused_warning(interpreter.unused_weights(), &weights, statement)
             {
