@@ -3,8 +3,10 @@
 //! on its own line.
 //!
 //! Reads no environment variables besides cargo's `OUT_DIR` and
-//! `CARGO_MANIFEST_DIR`. Writes `$OUT_DIR/fixture_tests.rs`, included by
-//! `tests/fixtures.rs`.
+//! `CARGO_MANIFEST_DIR`. Writes, for `tests/fixtures.rs`:
+//! `$OUT_DIR/fixture_tests.rs` (the tests, each calling a `check(name)` in
+//! scope; included once per execution mode) and `$OUT_DIR/fixture_cases.rs`
+//! (`CASES`, every case name).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -43,15 +45,15 @@ fn main() {
         }
         let _ = writeln!(code, "#[test]\nfn {ident}() {{\n    check({name:?});\n}}\n");
     }
-    let _ = writeln!(
-        code,
-        "/// Every case folder, in order.\npub const CASES: &[&str] = &{names:?};"
-    );
+    let cases =
+        format!("/// Every case folder, in order.\npub const CASES: &[&str] = &{names:?};\n");
 
     let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into());
-    let target = Path::new(&out_dir).join("fixture_tests.rs");
-    if let Err(error) = std::fs::write(&target, code) {
-        println!("cargo:warning=cannot write {}: {error}", target.display());
-        std::process::exit(1);
+    for (file, text) in [("fixture_tests.rs", code), ("fixture_cases.rs", cases)] {
+        let target = Path::new(&out_dir).join(file);
+        if let Err(error) = std::fs::write(&target, text) {
+            println!("cargo:warning=cannot write {}: {error}", target.display());
+            std::process::exit(1);
+        }
     }
 }

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use cnnc_interp::Interpreter;
+use cnnc_interp::{Interpreter, Mode, Options};
 use cnnc_ir::Checked;
 use cnnc_runtime::WeightFile;
 use cnnc_syntax::{RenderStyle, SourceFile};
@@ -131,26 +131,37 @@ impl Case {
         })
     }
 
-    /// Builds the interpreter (weights bound; bind errors rendered against
-    /// `net.cnn`).
+    /// Builds the interpreter in the default mode (weights bound; bind
+    /// errors rendered against `net.cnn`).
     pub fn interpreter(&self) -> Result<Interpreter, String> {
-        let graph = &self.checked.graph;
-        let info = &self.checked.info;
-        let result = match &self.weights {
-            Some(weights) => Interpreter::new(graph, info, weights),
-            None => Interpreter::without_weights(graph, info),
-        };
-        result.map_err(|errors| {
+        self.interpreter_in(Mode::default())
+    }
+
+    /// Builds the interpreter in `mode`.
+    pub fn interpreter_in(&self, mode: Mode) -> Result<Interpreter, String> {
+        let options = Options::new().mode(mode);
+        Interpreter::with_options(
+            &self.checked.graph,
+            &self.checked.info,
+            self.weights.as_ref(),
+            &options,
+        )
+        .map_err(|errors| {
             errors
                 .to_diagnostics()
                 .render(&self.source, RenderStyle::Plain)
         })
     }
 
-    /// Runs the case's input through the interpreter; the output has the
-    /// shape `[N, ...output shape]`.
+    /// Runs the case's input through the interpreter in the default mode;
+    /// the output has the shape `[N, ...output shape]`.
     pub fn run_interpreter(&self) -> Result<Tensor, String> {
-        let mut interpreter = self.interpreter()?;
+        self.run_in(Mode::default())
+    }
+
+    /// Runs the case's input through the interpreter in `mode`.
+    pub fn run_in(&self, mode: Mode) -> Result<Tensor, String> {
+        let mut interpreter = self.interpreter_in(mode)?;
         let batch = cnnc_runtime::check_per_sample_shape(
             &self.input.shape,
             interpreter.input_shape(),
@@ -243,11 +254,11 @@ pub fn compare(got: &[f32], expected: &[f32]) -> Comparison {
     }
 }
 
-/// Loads the fixture `name`, runs it through the interpreter and compares
-/// with PyTorch; the error explains what failed.
-pub fn check_fixture(name: &str) -> Result<Comparison, String> {
+/// Loads the fixture `name`, runs it through the interpreter in `mode` and
+/// compares with PyTorch; the error explains what failed.
+pub fn check_fixture(name: &str, mode: Mode) -> Result<Comparison, String> {
     let case = Case::fixture(name)?;
-    let got = case.run_interpreter()?;
+    let got = case.run_in(mode)?;
     if got.shape != case.expected.shape {
         return Err(format!(
             "output shape {:?}, expected {:?}",

@@ -1,8 +1,9 @@
 //! A batch gives exactly the outputs of its samples run one by one: the
 //! batch dimension never mixes samples. Checked bit for bit on every
-//! fixture, with one more sample than the fixture has (so batch-1 cases run
-//! a batch of 2 too).
+//! fixture, in both execution modes, with one more sample than the fixture
+//! has (so batch-1 cases run a batch of 2 too).
 
+use cnnc_interp::Mode;
 use cnnc_tests::{case_names, fixtures_dir, Case};
 
 #[test]
@@ -10,8 +11,10 @@ fn batches_equal_their_samples_one_by_one() {
     let mut failures = Vec::new();
     let names = case_names(&fixtures_dir());
     for name in &names {
-        if let Err(why) = check(name) {
-            failures.push(format!("{name}: {why}"));
+        for mode in [Mode::Reference, Mode::Optimized] {
+            if let Err(why) = check(name, mode) {
+                failures.push(format!("{name} ({mode:?}): {why}"));
+            }
         }
     }
     assert!(
@@ -23,9 +26,9 @@ fn batches_equal_their_samples_one_by_one() {
     );
 }
 
-fn check(name: &str) -> Result<(), String> {
+fn check(name: &str, mode: Mode) -> Result<(), String> {
     let case = Case::fixture(name)?;
-    let mut interpreter = case.interpreter()?;
+    let mut interpreter = case.interpreter_in(mode)?;
     let per_sample = interpreter.input_len();
     let out_per_sample = interpreter.output_len();
     // The fixture's samples, then its first sample again.
