@@ -75,24 +75,29 @@ fn run_matches_pytorch() {
     let dir = scratch("matches");
     let out = dir.join("out.npy");
     let case = fixture("resnet-blocks");
-    let output = cnnc(&[
-        "run",
-        s(&case.net),
-        "--weights",
-        s(&case.weights),
-        "--input",
-        s(&case.input),
-        "--output",
-        s(&out),
-    ]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert_eq!(text(&output.stderr), "");
-    let got = Tensor::read(&out).expect("output written");
     let expected = Tensor::read(&case.expected).expect("expected");
-    assert_eq!(got.shape, [3, 5]);
-    assert_eq!(got.shape, expected.shape);
-    let comparison = compare(&got.data, &expected.data);
-    assert!(comparison.passed(), "{comparison}");
+    // The optimized graph (the default), then the graph as written.
+    for extra in [None, Some("--unoptimized")] {
+        let mut args = vec![
+            "run",
+            s(&case.net),
+            "--weights",
+            s(&case.weights),
+            "--input",
+            s(&case.input),
+            "--output",
+            s(&out),
+        ];
+        args.extend(extra);
+        let output = cnnc(&args);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert_eq!(text(&output.stderr), "");
+        let got = Tensor::read(&out).expect("output written");
+        assert_eq!(got.shape, [3, 5]);
+        assert_eq!(got.shape, expected.shape);
+        let comparison = compare(&got.data, &expected.data);
+        assert!(comparison.passed(), "{extra:?}: {comparison}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
