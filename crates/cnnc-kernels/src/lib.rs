@@ -22,6 +22,7 @@ pub mod gemm;
 pub mod geometry;
 pub mod ops;
 pub mod reference;
+pub mod threads;
 pub mod tier;
 
 pub use activation::Activation;

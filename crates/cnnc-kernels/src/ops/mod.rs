@@ -30,7 +30,10 @@
 use core::fmt;
 use core::ops::Deref;
 
+use std::sync::Arc;
+
 use crate::gemm::GemmError;
+use crate::threads::{self, ThreadPool};
 use crate::tier::Kernels;
 
 pub mod conv;
@@ -187,28 +190,30 @@ impl fmt::Debug for Buffer {
 
 /// What every operator call runs with: the kernel tier and the threads.
 ///
+/// Cloning a context shares its thread pool.
+///
 /// **Invariant:** results do not depend on the number of threads.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Context {
     kernels: &'static Kernels,
-    threads: usize,
+    /// `None` for a single thread: [`Context::parallel_for`] is then a plain
+    /// loop.
+    pool: Option<Arc<ThreadPool>>,
 }
 
 impl Context {
-    /// A context with the active tier ([`crate::kernels`]) and one thread.
+    /// A context with the active tier ([`crate::kernels`]) and one thread
+    /// per available core ([`threads::default_threads`]).
     pub fn new() -> Context {
-        Context {
-            kernels: crate::kernels(),
-            threads: 1,
-        }
+        Context::with(crate::kernels(), threads::default_threads())
     }
 
-    /// A context with the given kernels and thread count (at least 1).
+    /// A context with the given kernels and thread count (at least 1). More
+    /// than one thread starts a persistent pool ([`ThreadPool`]) of
+    /// `threads - 1` workers; the calling thread is the last one.
     pub fn with(kernels: &'static Kernels, threads: usize) -> Context {
-        Context {
-            kernels,
-            threads: threads.max(1),
-        }
+        let pool = (threads > 1).then(|| Arc::new(ThreadPool::new(threads)));
+        Context { kernels, pool }
     }
 
     /// The kernel table.
@@ -218,16 +223,29 @@ impl Context {
 
     /// The number of threads work may be split over.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.pool.as_ref().map_or(1, |pool| pool.threads())
     }
 
-    /// Runs `task(0..tasks)`, possibly in parallel. Tasks must write
-    /// disjoint data.
-    // Placeholder: sequential until the thread pool lands.
+    /// Runs `task(i)` for every `i` in `0..tasks`, on the context's threads
+    /// (the caller included), and returns when all are done. Tasks must
+    /// write disjoint data. A panicking task is propagated to the caller.
+    ///
+    /// With one thread, or one task, this is a plain loop. A call made from
+    /// inside a task (nested parallelism) runs its tasks inline.
     pub fn parallel_for(&self, tasks: usize, task: impl Fn(usize) + Sync) {
-        for index in 0..tasks {
-            task(index);
+        match &self.pool {
+            Some(pool) if tasks > 1 => pool.run(tasks, &task),
+            _ => (0..tasks).for_each(task),
         }
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("tier", &self.kernels.tier())
+            .field("threads", &self.threads())
+            .finish()
     }
 }
 
@@ -254,5 +272,27 @@ mod tests {
         buffer.make_mut()[0] = 5.0;
         assert_eq!(&*buffer, &[5.0, 2.0, 3.0]);
         assert_eq!(VALUES[0], 1.0);
+    }
+
+    #[test]
+    fn contexts_run_every_task_once_on_their_threads() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        let kernels = crate::kernels();
+        assert_eq!(Context::with(kernels, 0).threads(), 1);
+        assert_eq!(Context::new().threads(), threads::default_threads());
+        for threads in 1..=4 {
+            let ctx = Context::with(kernels, threads);
+            assert_eq!(ctx.threads(), threads);
+            let clone = ctx.clone();
+            let seen: Vec<AtomicU32> = (0..100).map(|_| AtomicU32::new(0)).collect();
+            clone.parallel_for(10, |outer| {
+                // Nested calls run inline.
+                ctx.parallel_for(10, |inner| {
+                    seen[outer * 10 + inner].fetch_add(1, Ordering::Relaxed);
+                });
+            });
+            assert!(seen.iter().all(|count| count.load(Ordering::Relaxed) == 1));
+        }
     }
 }

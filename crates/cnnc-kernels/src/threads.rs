@@ -1,0 +1,463 @@
+//! A persistent thread pool for [`Context::parallel_for`](crate::ops::Context::parallel_for).
+//!
+//! A layer of a network takes tens of microseconds to a few milliseconds,
+//! and waking a parked thread costs several microseconds, so the pool is
+//! built for many short fork-joins in a row:
+//!
+//! - **Persistent workers.** `threads - 1` workers are spawned once, when the
+//!   pool is made; the calling thread is the last participant, so
+//!   `threads = 2` means one worker plus the caller.
+//! - **Spin, then park.** After a job a worker spins for [`SPIN_TIME`]
+//!   waiting for the next one (a new job then starts within a fraction of a
+//!   microsecond), then parks on a condition variable (a wake-up then costs
+//!   a futex call and a trip through the scheduler).
+//! - **No allocation per call.** The caller publishes a pointer to a job
+//!   record on its own stack (the task closure, the task count and a claim
+//!   counter); participants claim task indices with one `fetch_add` each.
+//! - **Scoped.** [`ThreadPool::run`] returns only once no worker can touch
+//!   the job record any more, so the task closure may borrow from the
+//!   caller's stack (the SAFETY argument is on [`ThreadPool::run`]).
+//! - **Panics propagate.** A panic in a task is caught where it happens; the
+//!   remaining tasks are skipped, the job is wound down as usual (so nothing
+//!   dangles and nothing deadlocks), and the first panic is resumed on the
+//!   calling thread. The pool stays usable.
+//! - **Nested and concurrent calls run inline.** The pool runs one job at a
+//!   time. A call made while a job is running — from inside a task (nested
+//!   parallelism) or from another thread sharing the pool — does not wait:
+//!   it runs its tasks sequentially on its own thread. Nothing ever blocks
+//!   on a lock held by someone else, so no combination of calls deadlocks.
+//!
+//! **Invariant:** results never depend on which thread runs a task. Every
+//! task index runs exactly once (unless a task panicked); operators make each
+//! task write its own disjoint part of the output with the same arithmetic as
+//! a sequential run, so every thread count gives bit-identical results.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins, waiting for the next job, before it
+/// parks. Long enough to bridge the gap between two layers of a network,
+/// short enough not to steal much from other processes on a busy machine.
+pub const SPIN_TIME: Duration = Duration::from_micros(50);
+
+/// The number of threads a [`Context::new`](crate::ops::Context::new) uses:
+/// the cores this process may run on (1 if that cannot be determined).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A fixed set of worker threads that run fork-join jobs with the caller.
+///
+/// Dropping the pool stops and joins its workers.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Set while a job runs; a call that finds it set runs inline.
+    busy: AtomicBool,
+}
+
+/// What the workers and the caller share.
+struct Shared {
+    /// `epoch << 1 | open`. A job is *open* while participants may join it;
+    /// each job gets a new epoch so a worker never joins one twice.
+    state: AtomicU64,
+    /// The open job's record (a `*const Job<'_>` on the caller's stack).
+    job: AtomicPtr<()>,
+    /// Workers that joined the current job and have not left it.
+    active: AtomicUsize,
+    /// Workers parked (or about to park) on `wake`.
+    sleepers: AtomicUsize,
+    /// Guards parking: a worker holds it from its last check to its wait.
+    lock: Mutex<()>,
+    wake: Condvar,
+    shutdown: AtomicBool,
+}
+
+/// One fork-join job, on the caller's stack for the duration of the call.
+struct Job<'a> {
+    task: &'a (dyn Fn(usize) + Sync),
+    tasks: usize,
+    /// The next task index to hand out.
+    next: AtomicUsize,
+    /// The first panic of a task, resumed on the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl Job<'_> {
+    /// Claims and runs tasks until none are left. A panic is recorded and
+    /// makes every participant stop claiming.
+    fn run_tasks(&self) {
+        loop {
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            if index >= self.tasks {
+                return;
+            }
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (self.task)(index))) {
+                let mut slot = self.panic.lock().unwrap_or_else(PoisonError::into_inner);
+                slot.get_or_insert(payload);
+                // No further claims succeed.
+                self.next.store(self.tasks, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+const OPEN: u64 = 1;
+
+fn epoch(state: u64) -> u64 {
+    state >> 1
+}
+
+fn is_open(state: u64) -> bool {
+    state & OPEN != 0
+}
+
+impl ThreadPool {
+    /// A pool where `threads` threads (the caller included) run each job:
+    /// spawns `threads - 1` workers. If the system refuses to spawn some,
+    /// the pool works with those it got ([`ThreadPool::threads`] says how
+    /// many); with none it runs everything on the caller.
+    pub fn new(threads: usize) -> ThreadPool {
+        let shared = Arc::new(Shared {
+            state: AtomicU64::new(0),
+            job: AtomicPtr::new(core::ptr::null_mut()),
+            active: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+        });
+        let mut workers = Vec::with_capacity(threads.saturating_sub(1));
+        for index in 1..threads {
+            let worker_shared = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("cnnc-worker-{index}"))
+                .spawn(move || worker_loop(&worker_shared));
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(_) => break,
+            }
+        }
+        ThreadPool {
+            shared,
+            workers,
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    /// Threads that run a job: the workers plus the caller.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `task(i)` for every `i` in `0..tasks`, on the workers and the
+    /// calling thread, and returns when all have finished. If a task
+    /// panicked, the first panic is resumed here (after every other
+    /// participant has left the job).
+    ///
+    /// If the pool is already running a job (a nested call from inside a
+    /// task, or a call from another thread), the tasks run inline, in order.
+    pub fn run(&self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        if tasks <= 1 || self.workers.is_empty() {
+            (0..tasks).for_each(task);
+            return;
+        }
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            (0..tasks).for_each(task);
+            return;
+        }
+        let shared = &*self.shared;
+        let job = Job {
+            task,
+            tasks,
+            next: AtomicUsize::new(0),
+            panic: Mutex::new(None),
+        };
+        // SAFETY argument for the erased lifetime of `job` (workers see it
+        // as a `Job<'static>`):
+        //
+        // 1. A worker reads `shared.job` and touches the record only between
+        //    incrementing `active` and decrementing it again, and only if,
+        //    after incrementing `active`, it saw the job open (both SeqCst).
+        // 2. This function closes the job (SeqCst store) and then waits
+        //    until `active` is 0 (SeqCst loads) before it returns and `job`
+        //    (with the borrows in `task`) goes out of scope.
+        // 3. In the single total order of SeqCst operations, a worker that
+        //    saw the job open made its increment before the closing store,
+        //    so the waiting loop sees it until the worker's decrement; a
+        //    worker that increments after the closing store sees the job
+        //    closed and leaves without touching it. So every access to the
+        //    record happens while this frame is alive.
+        // 4. The record published is this job's: the pointer is stored
+        //    before the opening store, and the next job's pointer only after
+        //    this call has returned, when no worker is inside this job.
+        //
+        // This thread keeps the panic of its own tasks in the record too, so
+        // nothing below unwinds before the wait is over.
+        shared.job.store(
+            core::ptr::from_ref(&job).cast_mut().cast(),
+            Ordering::Relaxed,
+        );
+        let next_epoch = epoch(shared.state.load(Ordering::Relaxed)) + 1;
+        shared.state.store(next_epoch << 1 | OPEN, Ordering::SeqCst);
+        if shared.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = shared.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.wake.notify_all();
+        }
+
+        job.run_tasks();
+
+        shared.state.store(next_epoch << 1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        while shared.active.load(Ordering::SeqCst) != 0 {
+            // A worker still finishing a task; if it was preempted, let it run.
+            spins += 1;
+            if spins < 1 << 12 {
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        shared.job.store(core::ptr::null_mut(), Ordering::Relaxed);
+        self.busy.store(false, Ordering::Release);
+
+        let panic = job
+            .panic
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
+    }
+}
+
+/// Waits for a job with an epoch other than `seen`: spins for
+/// [`SPIN_TIME`], then parks. `None` once the pool shuts down.
+fn wait_for_job(shared: &Shared, seen: u64) -> Option<u64> {
+    let wanted = |state: u64| is_open(state) && epoch(state) != seen;
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let state = shared.state.load(Ordering::Acquire);
+        if wanted(state) {
+            return Some(state);
+        }
+        if shared.shutdown.load(Ordering::Relaxed) {
+            return None;
+        }
+        core::hint::spin_loop();
+        spins += 1;
+        if spins.is_multiple_of(64) && start.elapsed() >= SPIN_TIME {
+            break;
+        }
+    }
+    let mut guard = shared.lock.lock().unwrap_or_else(PoisonError::into_inner);
+    shared.sleepers.fetch_add(1, Ordering::SeqCst);
+    let found = loop {
+        // Pairs with the caller's `state` store then `sleepers` load (both
+        // SeqCst): either the caller sees this sleeper and notifies under
+        // the lock (which this thread holds until `wait` releases it), or
+        // this load sees the caller's job. Shutdown is announced the same
+        // way, with an unconditional notify.
+        let state = shared.state.load(Ordering::SeqCst);
+        if shared.shutdown.load(Ordering::SeqCst) {
+            break None;
+        }
+        if wanted(state) {
+            break Some(state);
+        }
+        guard = shared
+            .wake
+            .wait(guard)
+            .unwrap_or_else(PoisonError::into_inner);
+    };
+    shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+    drop(guard);
+    found
+}
+
+fn worker_loop(shared: &Shared) {
+    let mut seen = 0;
+    while let Some(state) = wait_for_job(shared, seen) {
+        seen = epoch(state);
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        let now = shared.state.load(Ordering::SeqCst);
+        if is_open(now) {
+            seen = epoch(now);
+            let job = shared.job.load(Ordering::Acquire).cast::<Job<'static>>();
+            // SAFETY: the job is open and this worker is counted in
+            // `active`, so the caller's frame holding the record is alive
+            // until this worker decrements `active` (see `ThreadPool::run`).
+            unsafe { (*job).run_tasks() };
+        }
+        // Release: the caller's acquiring load of 0 makes this worker's task
+        // writes visible to it.
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _guard = self
+                .shared
+                .lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.shared.wake.notify_all();
+        }
+        let current = std::thread::current().id();
+        for handle in self.workers.drain(..) {
+            // A worker cannot join itself; it exits on its own.
+            if handle.thread().id() != current {
+                // A worker never panics (tasks are caught), so there is
+                // nothing to report.
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("threads", &self.threads())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn counts(len: usize) -> Vec<AtomicU32> {
+        (0..len).map(|_| AtomicU32::new(0)).collect()
+    }
+
+    #[test]
+    fn every_task_runs_exactly_once() {
+        for threads in 1..=4 {
+            let pool = ThreadPool::new(threads);
+            assert_eq!(pool.threads(), threads);
+            for tasks in [0, 1, 2, 3, 7, 64, 1000] {
+                // Many jobs in a row: epochs advance, workers rejoin.
+                for _ in 0..20 {
+                    let seen = counts(tasks);
+                    pool.run(tasks, &|i| {
+                        seen[i].fetch_add(1, Ordering::Relaxed);
+                    });
+                    for (i, count) in seen.iter().enumerate() {
+                        assert_eq!(count.load(Ordering::Relaxed), 1, "task {i} of {tasks}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn workers_take_part_and_wake_up_after_parking() {
+        let pool = ThreadPool::new(3);
+        for round in 0..3 {
+            if round > 0 {
+                // Long enough for the workers to park.
+                std::thread::sleep(SPIN_TIME * 20);
+            }
+            let threads = Mutex::new(std::collections::HashSet::new());
+            // Tasks that wait for each other force all three threads in.
+            let arrived = AtomicUsize::new(0);
+            pool.run(3, &|_| {
+                threads.lock().unwrap().insert(std::thread::current().id());
+                arrived.fetch_add(1, Ordering::SeqCst);
+                let start = Instant::now();
+                while arrived.load(Ordering::SeqCst) < 3 && start.elapsed() < Duration::from_secs(5)
+                {
+                    std::thread::yield_now();
+                }
+            });
+            assert_eq!(threads.lock().unwrap().len(), 3, "round {round}");
+        }
+    }
+
+    #[test]
+    fn nested_calls_run_inline_without_deadlock() {
+        let pool = ThreadPool::new(2);
+        let seen = counts(8 * 8);
+        pool.run(8, &|outer| {
+            pool.run(8, &|inner| {
+                seen[outer * 8 + inner].fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn concurrent_callers_share_the_pool() {
+        let pool = ThreadPool::new(2);
+        let seen = counts(4 * 100);
+        std::thread::scope(|scope| {
+            for caller in 0..4 {
+                let (pool, seen) = (&pool, &seen);
+                scope.spawn(move || {
+                    for round in 0..25 {
+                        pool.run(4, &|i| {
+                            seen[caller * 100 + round * 4 + i].fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                });
+            }
+        });
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn a_panicking_task_propagates_and_the_pool_survives() {
+        let pool = ThreadPool::new(2);
+        for bad in [0, 5, 63] {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                pool.run(64, &|i| {
+                    if i == bad {
+                        panic!("task {i} failed");
+                    }
+                });
+            }));
+            let payload = result.expect_err("the panic propagates");
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(message, format!("task {bad} failed"));
+        }
+        let seen = counts(100);
+        pool.run(100, &|i| {
+            seen[i].fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn tasks_may_borrow_the_callers_stack() {
+        let pool = ThreadPool::new(4);
+        let input: Vec<u64> = (0..1000).collect();
+        let output: Vec<AtomicU64> = (0..10).map(|_| AtomicU64::new(0)).collect();
+        pool.run(10, &|i| {
+            let sum = input[i * 100..(i + 1) * 100].iter().sum();
+            output[i].store(sum, Ordering::Relaxed);
+        });
+        for (i, sum) in output.iter().enumerate() {
+            let expected: u64 = (i as u64 * 100..(i as u64 + 1) * 100).sum();
+            assert_eq!(sum.load(Ordering::Relaxed), expected);
+        }
+    }
+}
