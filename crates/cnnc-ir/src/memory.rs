@@ -290,20 +290,31 @@ pub fn plan_memory(graph: &Graph, info: &GraphInfo) -> Result<MemoryPlan, Diagno
 fn allocate(buffers: &mut [Buffer]) -> Option<usize> {
     let mut by_size: Vec<usize> = (0..buffers.len()).collect();
     by_size.sort_by_key(|&b| (std::cmp::Reverse(buffers[b].size), buffers[b].start, b));
-    let mut placed: Vec<usize> = Vec::with_capacity(buffers.len());
+    let mut placed = PlacedIndex::new(buffers);
     let mut arena_len = 0usize;
+    let mut neighbours: Vec<(usize, usize)> = Vec::new();
     for b in by_size {
         let (start, end, size) = (buffers[b].start, buffers[b].end, buffers[b].size);
-        let mut neighbours: Vec<(usize, usize)> = placed
-            .iter()
-            .map(|&p| &buffers[p])
-            .filter(|other| other.start <= end && start <= other.end)
-            .map(|other| (other.offset, other.offset + other.size))
-            .collect();
+        neighbours.clear();
+        let complete = placed.overlapping(start, end, &mut |other| {
+            let other = &buffers[other];
+            neighbours.push((other.offset, other.offset + other.size));
+            neighbours.len() <= MAX_NEIGHBOURS
+        });
+        if !complete {
+            // Pathologically many values live at once: skip the best-fit
+            // search and go above every buffer placed that starts before
+            // this one ends (a superset of its neighbours: safe, and fast).
+            let offset = placed.top_before(end);
+            buffers[b].offset = offset;
+            arena_len = arena_len.max(offset.checked_add(size)?);
+            placed.insert(b, end, offset + size);
+            continue;
+        }
         neighbours.sort_unstable();
         let mut best: Option<(usize, usize)> = None; // (gap, offset)
         let mut cursor = 0usize;
-        for (low, high) in neighbours {
+        for &(low, high) in &neighbours {
             if low >= cursor {
                 let gap = low - cursor;
                 if gap >= size && best.is_none_or(|(best_gap, _)| gap < best_gap) {
@@ -315,9 +326,119 @@ fn allocate(buffers: &mut [Buffer]) -> Option<usize> {
         let offset = best.map_or(cursor, |(_, offset)| offset);
         buffers[b].offset = offset;
         arena_len = arena_len.max(offset.checked_add(size)?);
-        placed.push(b);
+        placed.insert(b, end, offset + size);
     }
     Some(arena_len)
+}
+
+/// Beyond this many placed buffers overlapping one lifetime, [`allocate`]
+/// stops looking for the best gap (which costs time linear in them, so
+/// quadratic overall) and places the buffer above them all. Real networks
+/// have a few dozen values live at once at most.
+const MAX_NEIGHBOURS: usize = 1024;
+
+/// The buffers placed so far, found by lifetime: a segment tree over all
+/// buffers sorted by start step, each node holding the latest end step of
+/// the placed buffers below it. Finding the `k` placed buffers that overlap
+/// a lifetime costs `O((k + 1) log n)`, so planning stays fast on graphs
+/// with very many values (a plain scan of every placed buffer, as TFLite
+/// does, is quadratic).
+struct PlacedIndex {
+    /// Buffer indices sorted by start step.
+    by_start: Vec<usize>,
+    /// The start step of `by_start[i]`.
+    starts: Vec<usize>,
+    /// The position of each buffer in `by_start`.
+    position: Vec<usize>,
+    /// Number of leaves (a power of two).
+    leaves: usize,
+    /// `1 + end` of the latest-ending placed buffer under each node, 0 if
+    /// none (node 1 is the root, leaves start at `leaves`).
+    latest_end: Vec<usize>,
+    /// The highest `offset + size` of the placed buffers under each node.
+    top: Vec<usize>,
+}
+
+impl PlacedIndex {
+    fn new(buffers: &[Buffer]) -> PlacedIndex {
+        let mut by_start: Vec<usize> = (0..buffers.len()).collect();
+        by_start.sort_by_key(|&b| (buffers[b].start, b));
+        let starts = by_start.iter().map(|&b| buffers[b].start).collect();
+        let mut position = vec![0; buffers.len()];
+        for (i, &b) in by_start.iter().enumerate() {
+            position[b] = i;
+        }
+        let leaves = buffers.len().next_power_of_two().max(1);
+        PlacedIndex {
+            by_start,
+            starts,
+            position,
+            leaves,
+            latest_end: vec![0; 2 * leaves],
+            top: vec![0; 2 * leaves],
+        }
+    }
+
+    /// Records buffer `b`, live until step `end` and placed below `top`.
+    fn insert(&mut self, b: usize, end: usize, top: usize) {
+        let mut node = self.leaves + self.position[b];
+        while node >= 1 {
+            self.latest_end[node] = self.latest_end[node].max(end + 1);
+            self.top[node] = self.top[node].max(top);
+            node /= 2;
+        }
+    }
+
+    /// Calls `found` with every placed buffer live at some step of
+    /// `start..=end`, until it returns `false`; returns whether every one
+    /// was found.
+    fn overlapping(&self, start: usize, end: usize, found: &mut impl FnMut(usize) -> bool) -> bool {
+        // Only buffers that start by `end` can overlap.
+        let candidates = self.starts.partition_point(|&s| s <= end);
+        self.visit(1, 0, self.leaves, candidates, start, found)
+    }
+
+    fn visit(
+        &self,
+        node: usize,
+        low: usize,
+        high: usize,
+        candidates: usize,
+        start: usize,
+        found: &mut impl FnMut(usize) -> bool,
+    ) -> bool {
+        if low >= candidates || self.latest_end[node] <= start {
+            return true; // Nothing placed here lives at `start` or later.
+        }
+        if high - low == 1 {
+            return found(self.by_start[low]);
+        }
+        let middle = (low + high) / 2;
+        self.visit(2 * node, low, middle, candidates, start, found)
+            && self.visit(2 * node + 1, middle, high, candidates, start, found)
+    }
+
+    /// The highest `offset + size` among the placed buffers that start by
+    /// step `end`.
+    fn top_before(&self, end: usize) -> usize {
+        let candidates = self.starts.partition_point(|&s| s <= end);
+        // Maximum over leaves `0..candidates`, bottom-up.
+        let (mut low, mut high) = (self.leaves, self.leaves + candidates);
+        let mut top = 0;
+        while low < high {
+            if low % 2 == 1 {
+                top = top.max(self.top[low]);
+                low += 1;
+            }
+            if high % 2 == 1 {
+                high -= 1;
+                top = top.max(self.top[high]);
+            }
+            low /= 2;
+            high /= 2;
+        }
+        top
+    }
 }
 
 fn value_len(graph: &Graph, info: &GraphInfo, node: NodeId) -> Result<usize, Diagnostics> {

@@ -174,3 +174,22 @@ fn in_place_waits_for_every_alias_of_the_input() {
     let error = verify_changed(&checked, &plan, find(&checked, "h"), bad).unwrap_err();
     assert!(error.contains("overlap"), "{error}");
 }
+
+#[test]
+fn very_many_live_values_still_plan_correctly() {
+    // 1,200 values live at once (more than the planner searches gaps
+    // among), all read by one concat.
+    let count = 1200;
+    let mut body = String::from("input x: [1, 2, 2]\n");
+    for i in 0..count {
+        body.push_str(&format!("v{i} = relu from x\n"));
+    }
+    let names: Vec<String> = (0..count).map(|i| format!("v{i}")).collect();
+    body.push_str(&format!("c = concat({})\n", names.join(", ")));
+    let checked = check(&body);
+    let plan = cnnc_ir::plan_memory(&checked.graph, &checked.info).expect("plan");
+    verify_plan(&checked.graph, &checked.info, &plan).expect("valid plan");
+    // Every relu in its own 16-float slot (the last one in place of the
+    // input, which it reads last), then the concat.
+    assert_eq!(plan.arena_len(), count * 16 + count * 4);
+}
