@@ -298,6 +298,39 @@ impl<'a> SharedMatMut<'a> {
     }
 }
 
+impl<'a> SharedMatMut<'a> {
+    /// The same contiguous elements seen as another matrix (`rows × cols`
+    /// at row stride `stride`), e.g. NHWC pixels `[N·H·W, C]` seen as
+    /// `[N·H, W·C]` so that one output column of pixels is a sub-matrix.
+    /// This matrix must be contiguous (`stride == cols`, or one row) and
+    /// span the new one.
+    pub fn reshape(
+        self,
+        rows: usize,
+        cols: usize,
+        stride: usize,
+    ) -> Result<SharedMatMut<'a>, GemmError> {
+        if self.rows > 1 && self.stride != self.cols {
+            return Err(GemmError::Stride {
+                what: "reshaped matrix",
+                stride: self.stride,
+                cols: self.cols,
+            });
+        }
+        let len = self
+            .rows
+            .checked_mul(self.cols)
+            .ok_or(GemmError::TooLarge)?;
+        check_matrix("reshaped matrix", len, rows, cols, stride)?;
+        Ok(SharedMatMut {
+            rows,
+            cols,
+            stride,
+            ..self
+        })
+    }
+}
+
 // SAFETY: a `SharedMatMut` is only written through `gemm_tiles_shared`,
 // whose contract makes concurrent writers use disjoint elements.
 unsafe impl Send for SharedMatMut<'_> {}
@@ -518,6 +551,20 @@ impl<'a> IndirectA<'a> {
     /// `K = taps · channels`.
     pub fn k(&self) -> usize {
         self.taps * self.channels
+    }
+
+    /// Rows `rows` of this `A` (same input, table entries and zero row):
+    /// O(1), for a caller that computes a table's rows into different
+    /// output matrices.
+    pub fn sub_rows(self, rows: Range<usize>) -> Result<IndirectA<'a>, GemmError> {
+        if rows.start > rows.end || rows.end > self.rows {
+            return Err(GemmError::Tiles);
+        }
+        Ok(IndirectA {
+            offsets: &self.offsets[rows.start * self.taps..rows.end * self.taps],
+            rows: rows.end - rows.start,
+            ..self
+        })
     }
 }
 

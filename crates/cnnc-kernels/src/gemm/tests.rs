@@ -485,6 +485,9 @@ fn checked_tables_and_submatrices_refuse_bad_sizes() {
         }
     );
     assert!(IndirectA::with_table(&[0.0; 12], &table, &zero[..3]).is_err());
+    let a = IndirectA::with_table(&[0.0; 12], &table, &zero).unwrap();
+    assert_eq!(a.sub_rows(1..2).unwrap().rows(), 1);
+    assert_eq!(a.sub_rows(1..3).unwrap_err(), GemmError::Tiles);
     assert!(IndirectTable::new(vec![0, 1, 2], 2, 4).is_err());
     assert!(IndirectTable::new(vec![0], 0, 4).is_err());
     assert_eq!(
@@ -501,6 +504,13 @@ fn checked_tables_and_submatrices_refuse_bad_sizes() {
     let c = MatMut::new(&mut whole, m, n, n).unwrap().share();
     assert_eq!(c.submatrix(0..11, 0..16).unwrap_err(), GemmError::Tiles);
     assert_eq!(c.submatrix(0..10, 30..41).unwrap_err(), GemmError::Tiles);
+    assert!(c.submatrix(0..2, 0..n).unwrap().reshape(4, 20, 20).is_ok());
+    assert!(c.submatrix(0..2, 0..n).unwrap().reshape(4, 20, 21).is_err());
+    assert!(c
+        .submatrix(0..2, 0..16)
+        .unwrap()
+        .reshape(1, 32, 32)
+        .is_err());
     let sub = c.submatrix(3..9, 20..36).unwrap();
     let a = MatRef::new(&a_data[3 * k..], 6, k, k).unwrap();
     let tiles = Tiles {

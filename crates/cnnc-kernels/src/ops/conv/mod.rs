@@ -18,10 +18,10 @@
 //!
 //! | # | layer | algorithm | why |
 //! |---|---|---|---|
-//! | 1 | `groups == in_channels > 1` (depthwise, any multiplier) | [`Algorithm::Depthwise`] | one tap per channel: no reduction to feed a GEMM; memory-bound, so a channel-vectorized direct kernel |
+//! | 1 | `groups == in_channels > 1` (depthwise, any multiplier) | [`Algorithm::Depthwise`] | one input channel per output: no reduction to feed a GEMM; memory-bound, so a channel-vectorized direct kernel |
 //! | 2 | `groups > 1` otherwise | [`Algorithm::Grouped`] | one (indirect) GEMM per group on channel slices |
 //! | 3 | 1x1, stride 1, no padding | [`Algorithm::Gemm1x1`] | the NHWC input *is* the GEMM's `A` (M = N·H·W, K = Cin): no copy, no table |
-//! | 4 | `in_channels ≤ 4` (stems: 3→64 7x7/2, LeNet 1→6 5x5) | [`Algorithm::Im2col`] | `K = kh·kw·Cin` is small (27, 147): the indirect kernel would re-read its row table every 1-4 k-steps; an im2col of an L1-sized block of pixels makes `A` contiguous |
+//! | 4 | `in_channels ≤ 4`, `kw > 1`, `dilation_w = 1` (stems: 3→64 7x7/2, LeNet 1→6 5x5) | [`Algorithm::RowIndirect`] | a tap of `Cin` channels is 1-4 k-steps, so the indirect kernel would re-read its row table every few FMAs; whole kernel rows are `kw·Cin` contiguous k-steps (21 for the stem) |
 //! | 5 | everything else (k×k, strided, dilated, padded, strided 1x1) | [`Algorithm::Indirect`] | XNNPACK's indirect GEMM: a table of input-pixel offsets per output pixel and tap, padding → a zero row |
 //!
 //! [`Algorithm::Winograd`] (3x3, stride 1) is reserved for `ops::winograd`
@@ -35,11 +35,11 @@
 //!
 //! ## Constants
 //!
-//! GEMM-based algorithms (`Gemm1x1`, `Indirect`, `Im2col`, `Grouped`) store,
+//! GEMM-based algorithms (`Gemm1x1`, `Indirect`, `RowIndirect`, `Grouped`) store,
 //! per group, the weights packed as a [`PackedBRef`] (`K = (ky, kx, c)`,
 //! `N` = the group's output channels; panels `[⌈N/16⌉][K][16]`) followed by
 //! the bias padded to whole panels (when `has_bias`). `Gemm1x1`, `Indirect`
-//! and `Im2col` thus have identical constants. `Depthwise` stores
+//! and `RowIndirect` thus have identical constants. `Depthwise` stores
 //! `[taps][C']` weights then `[C']` bias, `C'` = output channels rounded up
 //! to 16. Every segment is a multiple of 16 floats, so each starts on a
 //! 64-byte boundary of an aligned [`Buffer`].
@@ -64,8 +64,8 @@ use crate::Activation;
 mod depthwise;
 mod gemm1x1;
 mod grouped;
-mod im2col;
 mod indirect;
+mod row_indirect;
 #[cfg(test)]
 mod tests;
 
@@ -84,9 +84,9 @@ pub enum Algorithm {
     /// Indirect GEMM (one group; any kernel, stride, dilation, padding): a
     /// table of input offsets per (output pixel, tap) built at construction.
     Indirect,
-    /// im2col of blocks of output pixels into scratch, then a GEMM (one
-    /// group). Chosen for 1-4 input channels.
-    Im2col,
+    /// Indirect GEMM over whole kernel rows (one group, `dilation_w = 1`):
+    /// chosen for few input channels (stems).
+    RowIndirect,
     /// A channel-vectorized direct kernel for `groups == in_channels` (any
     /// channel multiplier, kernel, stride, dilation, padding).
     Depthwise,
@@ -103,7 +103,7 @@ impl Algorithm {
     pub const ALL: [Algorithm; 6] = [
         Algorithm::Gemm1x1,
         Algorithm::Indirect,
-        Algorithm::Im2col,
+        Algorithm::RowIndirect,
         Algorithm::Depthwise,
         Algorithm::Grouped,
         Algorithm::Winograd,
@@ -118,8 +118,11 @@ impl Algorithm {
             Algorithm::Grouped
         } else if is_pointwise(g) {
             Algorithm::Gemm1x1
-        } else if g.in_channels <= IM2COL_MAX_CHANNELS {
-            Algorithm::Im2col
+        } else if g.in_channels <= ROW_INDIRECT_MAX_CHANNELS
+            && g.kernel[1] > 1
+            && g.dilation[1] == 1
+        {
+            Algorithm::RowIndirect
         } else {
             Algorithm::Indirect
         }
@@ -131,7 +134,8 @@ impl Algorithm {
         let g = geometry;
         match self {
             Algorithm::Gemm1x1 => g.groups == 1 && is_pointwise(g),
-            Algorithm::Indirect | Algorithm::Im2col => g.groups == 1,
+            Algorithm::Indirect => g.groups == 1,
+            Algorithm::RowIndirect => g.groups == 1 && g.dilation[1] == 1,
             Algorithm::Depthwise => g.groups == g.in_channels,
             Algorithm::Grouped => true,
             Algorithm::Winograd => false,
@@ -143,7 +147,7 @@ impl Algorithm {
         match self {
             Algorithm::Gemm1x1 => "gemm1x1",
             Algorithm::Indirect => "indirect",
-            Algorithm::Im2col => "im2col",
+            Algorithm::RowIndirect => "row_indirect",
             Algorithm::Depthwise => "depthwise",
             Algorithm::Grouped => "grouped",
             Algorithm::Winograd => "winograd",
@@ -151,8 +155,9 @@ impl Algorithm {
     }
 }
 
-/// Layers with at most this many input channels use [`Algorithm::Im2col`].
-pub const IM2COL_MAX_CHANNELS: usize = 4;
+/// Layers with at most this many input channels use
+/// [`Algorithm::RowIndirect`] (when it applies and `kw > 1`).
+pub const ROW_INDIRECT_MAX_CHANNELS: usize = 4;
 
 /// 1x1, stride 1, no padding: the input pixels are the output pixels.
 fn is_pointwise(g: &Conv2dGeometry) -> bool {
@@ -399,7 +404,7 @@ impl GemmSegment {
 enum Plan {
     Gemm1x1(gemm1x1::Plan),
     Indirect(indirect::Plan),
-    Im2col(im2col::Plan),
+    RowIndirect(row_indirect::Plan),
     Depthwise(depthwise::Plan),
     Grouped(grouped::Plan),
 }
@@ -458,7 +463,9 @@ impl Conv2dOp {
         let plan = match spec.algorithm {
             Algorithm::Gemm1x1 => Plan::Gemm1x1(gemm1x1::Plan::new(g, &sizes, spec.has_bias)?),
             Algorithm::Indirect => Plan::Indirect(indirect::Plan::new(g, &sizes, spec.has_bias)?),
-            Algorithm::Im2col => Plan::Im2col(im2col::Plan::new(g, &sizes, spec.has_bias)?),
+            Algorithm::RowIndirect => {
+                Plan::RowIndirect(row_indirect::Plan::new(g, &sizes, spec.has_bias)?)
+            }
             Algorithm::Depthwise => Plan::Depthwise(depthwise::Plan::new(g, spec.has_bias)),
             Algorithm::Grouped => Plan::Grouped(grouped::Plan::new(g, &sizes, spec.has_bias)?),
             Algorithm::Winograd => return Err(winograd_unavailable()),
@@ -482,12 +489,10 @@ impl Conv2dOp {
     }
 
     /// Floats of scratch [`Conv2dOp::run`] needs for `batch` samples (0 for
-    /// every algorithm but `Im2col`, whose need does not grow with the batch).
+    /// every algorithm but Winograd: they read the input in place).
     pub fn scratch_len(&self, batch: usize) -> usize {
-        match &self.plan {
-            Plan::Im2col(plan) => plan.scratch_len(batch),
-            _ => 0,
-        }
+        let _ = batch;
+        0
     }
 
     /// Runs the layer on `batch` samples: `input` `[N, H, W, Cin]`,
@@ -540,7 +545,7 @@ impl Conv2dOp {
         match &self.plan {
             Plan::Gemm1x1(plan) => plan.run(&args, output),
             Plan::Indirect(plan) => plan.run(&args, output),
-            Plan::Im2col(plan) => plan.run(&args, output, scratch),
+            Plan::RowIndirect(plan) => plan.run(&args, output),
             Plan::Depthwise(plan) => plan.run(&args, output),
             Plan::Grouped(plan) => plan.run(&args, output),
         }
@@ -694,7 +699,7 @@ impl Split {
 
 /// Tasks per thread when a layer is split (the pool hands tasks out
 /// dynamically, so a thread slowed down by a neighbour takes fewer).
-const TASKS_PER_THREAD: usize = 4;
+pub(crate) const TASKS_PER_THREAD: usize = 4;
 
 /// A mutable slice that parallel tasks borrow in disjoint ranges.
 pub(crate) struct DisjointSlice<'a> {

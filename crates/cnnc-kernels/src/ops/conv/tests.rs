@@ -541,9 +541,13 @@ fn the_choice_rule() {
     let pointwise = plain(256, 14, 1024, 1, 0);
     let depthwise = geometry(144, [56, 56], 144, [3, 3], [2, 2], [1, 1], [1; 4], 144);
     let grouped = geometry(128, [28, 28], 128, [3, 3], [1, 1], [1, 1], [1; 4], 32);
+    let dilated_small = geometry(3, [20, 20], 8, [3, 3], [1, 1], [1, 2], [1; 4], 1);
+    let pointwise_small = plain(3, 20, 8, 1, 0);
     let cases = [
-        (resnet_stem, Algorithm::Im2col),
-        (lenet, Algorithm::Im2col),
+        (resnet_stem, Algorithm::RowIndirect),
+        (lenet, Algorithm::RowIndirect),
+        (dilated_small, Algorithm::Indirect),
+        (pointwise_small, Algorithm::Gemm1x1),
         (resnet_3x3, Algorithm::Indirect),
         (downsample_3x3, Algorithm::Indirect),
         (downsample_1x1, Algorithm::Indirect),
@@ -560,6 +564,8 @@ fn the_choice_rule() {
     assert!(!Algorithm::Indirect.is_applicable(&grouped));
     assert!(!Algorithm::Depthwise.is_applicable(&grouped));
     assert!(Algorithm::Grouped.is_applicable(&resnet_3x3));
+    assert!(!Algorithm::RowIndirect.is_applicable(&dilated_small));
+    assert!(!Algorithm::Winograd.is_applicable(&resnet_3x3));
 }
 
 #[test]
@@ -655,7 +661,7 @@ fn bad_specs_and_sizes_are_errors_not_panics() {
     ));
 
     // Runs.
-    let op = case.op(Algorithm::Im2col);
+    let op = case.op(Algorithm::RowIndirect);
     let ctx = Context::with(best(), 1);
     let out_len = 2 * g.output_len();
     let mut output = vec![0.0; out_len];
@@ -686,13 +692,6 @@ fn bad_specs_and_sizes_are_errors_not_panics() {
         Err(OpError::Spec(_))
     ));
     assert!(matches!(
-        op.run(&ctx, 2, input, residual, &mut output, &mut scratch[1..]),
-        Err(OpError::Length {
-            what: "scratch",
-            ..
-        })
-    ));
-    assert!(matches!(
         op.run(&ctx, usize::MAX, input, residual, &mut output, &mut scratch),
         Err(OpError::Spec(_))
     ));
@@ -719,16 +718,10 @@ fn bad_specs_and_sizes_are_errors_not_panics() {
 }
 
 #[test]
-fn scratch_is_only_needed_by_im2col_and_does_not_grow_with_the_batch() {
+fn no_algorithm_needs_scratch() {
     let g = plain(3, 9, 8, 3, 1);
     let case = Case::new(g, 1, Activation::Identity, false, false, 3);
     for algorithm in case.algorithms() {
-        let op = case.op(algorithm);
-        if algorithm == Algorithm::Im2col {
-            assert!(op.scratch_len(1) > 0);
-            assert_eq!(op.scratch_len(1), op.scratch_len(64));
-        } else {
-            assert_eq!(op.scratch_len(5), 0, "{}", algorithm.name());
-        }
+        assert_eq!(case.op(algorithm).scratch_len(5), 0, "{}", algorithm.name());
     }
 }

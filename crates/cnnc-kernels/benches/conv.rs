@@ -1,0 +1,306 @@
+//! Convolution benchmarks: `Conv2dOp` on layers of ResNet-18 and
+//! MobileNetV2, batch 1, one thread, with the machine's FMA peak measured
+//! in the same run and the naive reference as the scalar baseline.
+//!
+//! Throughput is in elements per second where one element is one flop
+//! (`2·MACs`, so criterion's `Gelem/s` reads as GFLOP/s), except for the
+//! depthwise layers, which are memory-bound and report bytes moved (input
+//! read once + output written once + weights) as GB/s; their GFLOP/s are
+//! derived in `docs/KERNELS.md`. Run with `cargo bench -p cnnc-kernels
+//! --bench conv`; filter with e.g. `-- conv/avx512`; `CNNC_BENCH_TIERS=avx2,avx512`
+//! limits the tiers. Results and conditions are recorded in
+//! `docs/KERNELS.md` ("Convolution").
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use cnnc_kernels::geometry::Conv2dGeometry;
+use cnnc_kernels::ops::conv::{Algorithm, Conv2dOp, Conv2dSpec};
+use cnnc_kernels::ops::Context;
+use cnnc_kernels::{kernels_for, reference, Activation, Kernels, Tier};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// Register-resident `zmm`/`ymm` FMA loops: the peak the layers are a
+/// percentage of (as in `benches/gemm.rs`).
+#[cfg(target_arch = "x86_64")]
+mod peak {
+    use core::arch::x86_64::*;
+
+    /// Iterations per call.
+    pub const ITERATIONS: usize = 1 << 16;
+    /// Independent `zmm` accumulator chains (24 + 2 constants of 32 registers).
+    pub const ZMM_CHAINS: usize = 24;
+    /// Independent `ymm` accumulator chains (12 + 2 constants of 16 registers).
+    pub const YMM_CHAINS: usize = 12;
+
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn zmm(iterations: usize, a: f32, b: f32) -> f32 {
+        let (a, b) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
+        let mut acc = [_mm512_setzero_ps(); ZMM_CHAINS];
+        for _ in 0..iterations {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, x| _mm512_add_ps(s, *x));
+        _mm512_reduce_add_ps(sum)
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn ymm(iterations: usize, a: f32, b: f32) -> f32 {
+        let (a, b) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+        let mut acc = [_mm256_setzero_ps(); YMM_CHAINS];
+        for _ in 0..iterations {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, x| _mm256_add_ps(s, *x));
+        _mm256_cvtss_f32(sum)
+    }
+}
+
+fn bench_peak(c: &mut Criterion) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut group = c.benchmark_group("peak");
+        group
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        if Tier::Avx512.is_available() {
+            group.throughput(Throughput::Elements(
+                (peak::ITERATIONS * peak::ZMM_CHAINS * 16 * 2) as u64,
+            ));
+            group.bench_function("avx512_zmm", |bench| {
+                // SAFETY: AVX-512F was detected just above.
+                bench.iter(|| unsafe {
+                    peak::zmm(
+                        black_box(peak::ITERATIONS),
+                        black_box(0.999),
+                        black_box(0.001),
+                    )
+                })
+            });
+        }
+        if Tier::Avx2.is_available() {
+            group.throughput(Throughput::Elements(
+                (peak::ITERATIONS * peak::YMM_CHAINS * 8 * 2) as u64,
+            ));
+            group.bench_function("avx2_ymm", |bench| {
+                // SAFETY: AVX2 and FMA were detected just above.
+                bench.iter(|| unsafe {
+                    peak::ymm(
+                        black_box(peak::ITERATIONS),
+                        black_box(0.999),
+                        black_box(0.001),
+                    )
+                })
+            });
+        }
+        group.finish();
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = c;
+}
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// A one-sample geometry with PyTorch's output size.
+#[allow(clippy::too_many_arguments)]
+fn geometry(
+    in_channels: usize,
+    size: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> Conv2dGeometry {
+    let out = (size + 2 * pad - kernel) / stride + 1;
+    Conv2dGeometry {
+        batch: 1,
+        in_channels,
+        in_h: size,
+        in_w: size,
+        out_channels,
+        out_h: out,
+        out_w: out,
+        kernel: [kernel, kernel],
+        stride: [stride, stride],
+        dilation: [1, 1],
+        padding: [pad; 4],
+        groups,
+    }
+}
+
+/// The benchmarked layers: name, geometry, and the algorithms to run
+/// (the chosen one first).
+fn layers() -> Vec<(&'static str, Conv2dGeometry, Vec<Algorithm>)> {
+    vec![
+        (
+            "conv3x3_64_64_56",
+            geometry(64, 56, 64, 3, 1, 1, 1),
+            vec![Algorithm::Indirect],
+        ),
+        (
+            "conv3x3_256_256_14",
+            geometry(256, 14, 256, 3, 1, 1, 1),
+            vec![Algorithm::Indirect],
+        ),
+        (
+            "conv1x1_256_1024_14",
+            geometry(256, 14, 1024, 1, 1, 0, 1),
+            vec![Algorithm::Gemm1x1, Algorithm::Indirect],
+        ),
+        (
+            "conv3x3s2_64_128_56",
+            geometry(64, 56, 128, 3, 2, 1, 1),
+            vec![Algorithm::Indirect],
+        ),
+        (
+            "stem7x7s2_3_64_224",
+            geometry(3, 224, 64, 7, 2, 3, 1),
+            vec![Algorithm::RowIndirect, Algorithm::Indirect],
+        ),
+        (
+            "dw3x3_144_56",
+            geometry(144, 56, 144, 3, 1, 1, 144),
+            vec![Algorithm::Depthwise],
+        ),
+        (
+            "dw3x3s2_144_56",
+            geometry(144, 56, 144, 3, 2, 1, 144),
+            vec![Algorithm::Depthwise],
+        ),
+    ]
+}
+
+/// One layer with its operands, ready to run repeatedly.
+struct Layer {
+    op: Conv2dOp,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl Layer {
+    fn new(g: Conv2dGeometry, algorithm: Algorithm) -> Layer {
+        let spec = Conv2dSpec {
+            algorithm,
+            ..Conv2dSpec::new(g, Activation::Relu, true, false)
+        };
+        let bias = values(g.out_channels, 3);
+        let op =
+            Conv2dOp::pack(spec, &values(g.weight_len(), 2), Some(&bias)).expect("valid layer");
+        let scratch = vec![0.0; op.scratch_len(1)];
+        Layer {
+            op,
+            input: values(g.input_len(), 1),
+            output: vec![0.0; g.output_len()],
+            scratch,
+        }
+    }
+
+    fn run(&mut self, ctx: &Context) {
+        self.op
+            .run(
+                ctx,
+                1,
+                &self.input,
+                None,
+                &mut self.output,
+                &mut self.scratch,
+            )
+            .expect("valid run");
+    }
+}
+
+/// Bytes a depthwise layer must move at least: input, output, weights.
+fn depthwise_bytes(g: &Conv2dGeometry) -> u64 {
+    4 * (g.input_len() + g.output_len() + g.weight_len()) as u64
+}
+
+fn tiers() -> Vec<&'static Kernels> {
+    let filter = std::env::var("CNNC_BENCH_TIERS").ok();
+    Tier::ALL
+        .into_iter()
+        .filter(|tier| *tier >= Tier::Avx2)
+        .filter(|tier| {
+            filter
+                .as_deref()
+                .is_none_or(|f| f.split(',').any(|name| name == tier.name()))
+        })
+        .filter_map(kernels_for)
+        .collect()
+}
+
+fn bench_layers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    for kernels in tiers() {
+        let ctx = Context::with(kernels, 1);
+        for (name, g, algorithms) in layers() {
+            for algorithm in algorithms {
+                let mut layer = Layer::new(g, algorithm);
+                if algorithm == Algorithm::Depthwise {
+                    group.throughput(Throughput::Bytes(depthwise_bytes(&g)));
+                } else {
+                    group.throughput(Throughput::Elements(2 * g.macs()));
+                }
+                let id = BenchmarkId::new(
+                    kernels.tier().name(),
+                    format!("{name}/{}", algorithm.name()),
+                );
+                group.bench_function(id, |bench| bench.iter(|| layer.run(&ctx)));
+            }
+        }
+    }
+    group.finish();
+}
+
+/// The naive NCHW reference (`f64` accumulation) on one small layer: the
+/// scalar baseline.
+fn bench_reference(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv_reference");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10);
+    let g = geometry(32, 28, 32, 3, 1, 1, 1);
+    let (input, weight, bias) = (
+        values(g.input_len(), 1),
+        values(g.weight_len(), 2),
+        values(g.out_channels, 3),
+    );
+    let mut output = vec![0.0; g.output_len()];
+    group.throughput(Throughput::Elements(2 * g.macs()));
+    group.bench_function("conv3x3_32_32_28", |bench| {
+        bench.iter(|| reference::conv2d(&g, &input, &weight, Some(&bias), false, &mut output))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_peak, bench_layers, bench_reference);
+criterion_main!(benches);
