@@ -717,10 +717,17 @@ impl Lowerer {
                     spec.name
                 ))
                 .with_primary(Label::new(layer.op.span, "anonymous layer with weights"))
-                .with_help(format!(
-                    "name it after its PyTorch module, e.g. `conv1 = {} ...`: its tensors are `conv1.weight`, ...",
-                    spec.name
-                )),
+                .with_help({
+                    let example = match spec.name {
+                        "linear" => "fc1",
+                        "batchnorm2d" => "bn1",
+                        _ => "conv1",
+                    };
+                    format!(
+                        "name it after its PyTorch module, e.g. `{example} = {} ...`: its tensors are `{example}.weight`, ...",
+                        spec.name
+                    )
+                }),
             );
             return None;
         }

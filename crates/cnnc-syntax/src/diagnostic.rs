@@ -295,14 +295,28 @@ impl Diagnostics {
             .sort_by_key(|d| d.primary.as_ref().map(|label| label.span.start));
     }
 
-    /// Renders every diagnostic, in order, one after another.
+    /// Renders the diagnostics, in order, one after another: at most
+    /// [`Diagnostics::RENDER_LIMIT`] of them, then a line counting the rest
+    /// (a generated file with thousands of broken layers should not bury the
+    /// first error, nor take minutes to print).
     pub fn render(&self, file: &SourceFile, style: RenderStyle) -> String {
         let mut out = String::new();
-        for diagnostic in &self.items {
+        for diagnostic in self.items.iter().take(Self::RENDER_LIMIT) {
             out.push_str(&diagnostic.render(file, style));
+        }
+        if let Some(rest) = self.items.len().checked_sub(Self::RENDER_LIMIT) {
+            if rest > 0 {
+                out.push_str(&format!(
+                    "note: {rest} more diagnostic{} not shown\n",
+                    if rest == 1 { "" } else { "s" }
+                ));
+            }
         }
         out
     }
+
+    /// How many diagnostics [`Diagnostics::render`] shows.
+    pub const RENDER_LIMIT: usize = 100;
 }
 
 impl From<Diagnostic> for Diagnostics {

@@ -2,7 +2,7 @@
 //! parser as a whole: the AST it builds, its spans, and its limits.
 
 use cnnc_syntax::ast::{ExprKind, StatementKind};
-use cnnc_syntax::{parse, CnnParser, RenderStyle, Rule, SourceFile, Span, MAX_NESTING};
+use cnnc_syntax::{parse, CnnParser, Diagnostics, RenderStyle, Rule, SourceFile, Span, MAX_NESTING};
 use pest::{consumes_to, fails_with, parses_to};
 
 #[test]
@@ -198,6 +198,20 @@ fn every_bad_line_is_reported() {
         lines[1].starts_with("t.cnn:6:6: error: expected"),
         "{errors}"
     );
+}
+
+#[test]
+fn rendering_stops_after_the_limit() {
+    let bad_lines = "  x = = 1\n".repeat(Diagnostics::RENDER_LIMIT + 5);
+    let text = format!("network n {{\n input x: [4]\n{bad_lines}}}\n");
+    let file = SourceFile::new("t.cnn", text);
+    let errors = parse(&file).expect_err("every line is bad");
+    assert_eq!(errors.len(), Diagnostics::RENDER_LIMIT + 5);
+    let rendered = errors.render(&file, RenderStyle::Short);
+    let lines: Vec<&str> = rendered.lines().collect();
+    assert_eq!(lines.len(), Diagnostics::RENDER_LIMIT + 1, "{rendered}");
+    assert!(lines[0].starts_with("t.cnn:3:7: error:"), "{rendered}");
+    assert_eq!(lines[Diagnostics::RENDER_LIMIT], "note: 5 more diagnostics not shown");
 }
 
 #[test]
