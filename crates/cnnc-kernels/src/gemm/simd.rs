@@ -59,6 +59,11 @@ pub(crate) trait Simd: Copy {
     /// # Safety
     /// The target-feature contract of this module.
     unsafe fn add(self, b: Self) -> Self;
+    /// `self - b`.
+    ///
+    /// # Safety
+    /// The target-feature contract of this module.
+    unsafe fn sub(self, b: Self) -> Self;
     /// `self * b`.
     ///
     /// # Safety
@@ -135,6 +140,10 @@ impl Simd for f32 {
         self + b
     }
     #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        self - b
+    }
+    #[inline(always)]
     unsafe fn mul(self, b: Self) -> Self {
         self * b
     }
@@ -205,6 +214,10 @@ impl Simd for wide::f32x8 {
     #[inline(always)]
     unsafe fn add(self, b: Self) -> Self {
         self + b
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        self - b
     }
     #[inline(always)]
     unsafe fn mul(self, b: Self) -> Self {
@@ -291,6 +304,11 @@ mod x86 {
             unsafe { _mm256_add_ps(self, b) }
         }
         #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            // SAFETY: see the impl comment.
+            unsafe { _mm256_sub_ps(self, b) }
+        }
+        #[inline(always)]
         unsafe fn mul(self, b: Self) -> Self {
             // SAFETY: see the impl comment.
             unsafe { _mm256_mul_ps(self, b) }
@@ -364,6 +382,11 @@ mod x86 {
         unsafe fn add(self, b: Self) -> Self {
             // SAFETY: see the impl comment.
             unsafe { _mm512_add_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            // SAFETY: see the impl comment.
+            unsafe { _mm512_sub_ps(self, b) }
         }
         #[inline(always)]
         unsafe fn mul(self, b: Self) -> Self {

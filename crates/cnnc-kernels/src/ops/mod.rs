@@ -37,6 +37,7 @@ use crate::threads::{self, ThreadPool};
 use crate::tier::Kernels;
 
 pub mod conv;
+pub mod winograd;
 
 /// Why an operator call or construction was refused. Every variant is a
 /// caller's bug (sizes that disagree with the spec), checked before any
