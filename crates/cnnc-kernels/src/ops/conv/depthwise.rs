@@ -395,6 +395,18 @@ unsafe fn block<V: Simd, const P: usize, const NV: usize, const GATHER: bool>(
         for ky in ky.0..ky.1 {
             let iy = job.oy * job.stride[0] + ky * job.dilation[0] - job.pad[0];
             let input_row = job.input.add(iy * job.in_w * job.in_c);
+            if P > 1 {
+                // The columns the next group of pixels reads last in this
+                // kernel row: one group ahead, so that they arrive from L2
+                // while this group computes.
+                let ix = (ox0 + P) * job.stride[1] + (kx.1 - 1) * job.dilation[1] - job.pad[1];
+                let next = input_row.wrapping_add(ix * job.in_c + c0);
+                for p in 0..P {
+                    for v in 0..NV {
+                        prefetch(next.wrapping_add(p * pixel_step + v * lanes));
+                    }
+                }
+            }
             for kx in kx.0..kx.1 {
                 let ix = ox0 * job.stride[1] + kx * job.dilation[1] - job.pad[1];
                 let first = input_row.add(ix * job.in_c);
@@ -480,6 +492,20 @@ unsafe fn load_input<V: Simd, const GATHER: bool>(
             load_edge::<V>(pixel.add(c), valid)
         }
     }
+}
+
+/// Asks for the cache line at `p` to be brought into L1 (a hint: never
+/// faults, whatever `p` is).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no architectural effect and never faults;
+    // SSE is part of the x86-64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Loads `min(valid, LANES)` values, the rest zero.

@@ -22,12 +22,14 @@
 //! | 2 | `groups > 1` otherwise | [`Algorithm::Grouped`] | one (indirect) GEMM per group on channel slices |
 //! | 3 | 1x1, stride 1, no padding | [`Algorithm::Gemm1x1`] | the NHWC input *is* the GEMM's `A` (M = N·H·W, K = Cin): no copy, no table |
 //! | 4 | `in_channels ≤ 4`, `kw > 1`, `dilation_w = 1` (stems: 3→64 7x7/2, LeNet 1→6 5x5) | [`Algorithm::RowIndirect`] | a tap of `Cin` channels is 1-4 k-steps, so the indirect kernel would re-read its row table every few FMAs; whole kernel rows are `kw·Cin` contiguous k-steps (21 for the stem) |
-//! | 5 | everything else (k×k, strided, dilated, padded, strided 1x1) | [`Algorithm::Indirect`] | XNNPACK's indirect GEMM: a table of input-pixel offsets per output pixel and tap, padding → a zero row |
+//! | 5 | 3x3, stride 1, dilation 1, ≥ 16 channels in and out, ≥ 9 4x4 output tiles | [`Algorithm::Winograd`]`(F4x4)` | 4x fewer multiplications; at ~2x the rounding error of the direct sum |
+//! | 6 | everything else (k×k, strided, dilated, padded, strided 1x1) | [`Algorithm::Indirect`] | XNNPACK's indirect GEMM: a table of input-pixel offsets per output pixel and tap, padding → a zero row |
 //!
-//! [`Algorithm::Winograd`] (3x3, stride 1) is reserved for `ops::winograd`
-//! and joins the rule (before row 5) when that module lands; until then it
-//! cannot be selected. The measurements behind the rule are in
-//! `docs/KERNELS.md` ("Convolution").
+//! Row 5 first asks [`WinogradTile::recommend`] (3x3, stride 1, one group,
+//! enough channels and tiles: see [`crate::ops::winograd`]): when it
+//! recommends a variant, the layer uses [`Algorithm::Winograd`] with it.
+//! The measurements behind the rule are in `docs/KERNELS.md`
+//! ("Convolution", "Winograd").
 //!
 //! `spec.algorithm` may force any algorithm that [`Algorithm::is_applicable`]
 //! to the layer (tests force each one); the code generator writes the
@@ -56,6 +58,7 @@
 use core::ops::Range;
 use std::sync::OnceLock;
 
+use super::winograd::{self, WinogradConv, WinogradSpec, WinogradTile};
 use super::{check_len, Buffer, Context, OpError};
 use crate::gemm::{PackedBRef, PANEL};
 use crate::geometry::Conv2dGeometry;
@@ -93,20 +96,21 @@ pub enum Algorithm {
     /// One GEMM (1x1, stride 1, no padding) or indirect GEMM per group, on
     /// channel slices of the NHWC tensors.
     Grouped,
-    /// Winograd F(m×m, 3×3) for 3x3 stride-1 layers, implemented by
-    /// `ops::winograd`; not available yet (refused by [`Conv2dOp::pack`]).
-    Winograd,
+    /// Winograd `F(m×m, 3×3)` for 3x3 stride-1 layers (one group):
+    /// [`WinogradConv`] with the given variant.
+    Winograd(WinogradTile),
 }
 
 impl Algorithm {
     /// Every algorithm.
-    pub const ALL: [Algorithm; 6] = [
+    pub const ALL: [Algorithm; 7] = [
         Algorithm::Gemm1x1,
         Algorithm::Indirect,
         Algorithm::RowIndirect,
         Algorithm::Depthwise,
         Algorithm::Grouped,
-        Algorithm::Winograd,
+        Algorithm::Winograd(WinogradTile::F4x4),
+        Algorithm::Winograd(WinogradTile::F6x6),
     ];
 
     /// The algorithm for a layer: the rule of the module documentation.
@@ -123,6 +127,8 @@ impl Algorithm {
             && g.dilation[1] == 1
         {
             Algorithm::RowIndirect
+        } else if let Some(tile) = WinogradTile::recommend(g) {
+            Algorithm::Winograd(tile)
         } else {
             Algorithm::Indirect
         }
@@ -138,7 +144,7 @@ impl Algorithm {
             Algorithm::RowIndirect => g.groups == 1 && g.dilation[1] == 1,
             Algorithm::Depthwise => g.groups == g.in_channels,
             Algorithm::Grouped => true,
-            Algorithm::Winograd => false,
+            Algorithm::Winograd(_) => winograd::applicable(g),
         }
     }
 
@@ -150,7 +156,8 @@ impl Algorithm {
             Algorithm::RowIndirect => "row_indirect",
             Algorithm::Depthwise => "depthwise",
             Algorithm::Grouped => "grouped",
-            Algorithm::Winograd => "winograd",
+            Algorithm::Winograd(WinogradTile::F4x4) => "winograd_f4x4",
+            Algorithm::Winograd(WinogradTile::F6x6) => "winograd_f6x6",
         }
     }
 }
@@ -414,8 +421,16 @@ enum Plan {
 pub struct Conv2dOp {
     spec: Conv2dSpec,
     sizes: Sizes,
-    constants: Buffer,
-    plan: Plan,
+    body: Body,
+}
+
+/// The algorithm's state.
+#[derive(Debug)]
+enum Body {
+    /// The algorithms of this module: their constants and derived plan.
+    Native { constants: Buffer, plan: Plan },
+    /// [`WinogradConv`], which owns its constants.
+    Winograd(WinogradConv),
 }
 
 /// The arguments of one `run`, lengths already checked, shared by the
@@ -443,6 +458,14 @@ impl Conv2dOp {
             (Some(_), false) => return Err(spec_error("a bias was given to a layer without bias")),
             (None, true) => return Err(spec_error("the layer has a bias but none was given")),
         }
+        if let Algorithm::Winograd(tile) = spec.algorithm {
+            let winograd = WinogradConv::pack(winograd_spec(&spec, tile), weight, bias)?;
+            return Ok(Conv2dOp {
+                spec,
+                sizes,
+                body: Body::Winograd(winograd),
+            });
+        }
         let g = &spec.geometry;
         let mut constants = Buffer::zeroed(constants_len(&spec, &sizes)?);
         let out = constants.make_mut();
@@ -458,7 +481,6 @@ impl Conv2dOp {
     /// repacking.
     pub fn from_constants(spec: Conv2dSpec, constants: Buffer) -> Result<Self, OpError> {
         let sizes = check_spec(&spec)?;
-        check_len("constants", constants.len(), constants_len(&spec, &sizes)?)?;
         let g = &spec.geometry;
         let plan = match spec.algorithm {
             Algorithm::Gemm1x1 => Plan::Gemm1x1(gemm1x1::Plan::new(g, &sizes, spec.has_bias)?),
@@ -468,13 +490,20 @@ impl Conv2dOp {
             }
             Algorithm::Depthwise => Plan::Depthwise(depthwise::Plan::new(g, spec.has_bias)),
             Algorithm::Grouped => Plan::Grouped(grouped::Plan::new(g, &sizes, spec.has_bias)?),
-            Algorithm::Winograd => return Err(winograd_unavailable()),
+            Algorithm::Winograd(tile) => {
+                let winograd = WinogradConv::from_constants(winograd_spec(&spec, tile), constants)?;
+                return Ok(Conv2dOp {
+                    spec,
+                    sizes,
+                    body: Body::Winograd(winograd),
+                });
+            }
         };
+        check_len("constants", constants.len(), constants_len(&spec, &sizes)?)?;
         Ok(Conv2dOp {
             spec,
             sizes,
-            constants,
-            plan,
+            body: Body::Native { constants, plan },
         })
     }
 
@@ -485,14 +514,19 @@ impl Conv2dOp {
 
     /// All packed constants (what generated code embeds).
     pub fn constants(&self) -> &[f32] {
-        &self.constants
+        match &self.body {
+            Body::Native { constants, .. } => constants,
+            Body::Winograd(winograd) => winograd.constants(),
+        }
     }
 
-    /// Floats of scratch [`Conv2dOp::run`] needs for `batch` samples (0 for
-    /// every algorithm but Winograd: they read the input in place).
+    /// Floats of scratch [`Conv2dOp::run`] needs for `batch` samples: 0 for
+    /// every algorithm but Winograd (the others read the input in place).
     pub fn scratch_len(&self, batch: usize) -> usize {
-        let _ = batch;
-        0
+        match &self.body {
+            Body::Native { .. } => 0,
+            Body::Winograd(winograd) => winograd.scratch_len(batch),
+        }
     }
 
     /// Runs the layer on `batch` samples: `input` `[N, H, W, Cin]`,
@@ -533,16 +567,22 @@ impl Conv2dOp {
         if batch == 0 {
             return Ok(());
         }
+        let (constants, plan) = match &self.body {
+            Body::Native { constants, plan } => (constants, plan),
+            Body::Winograd(winograd) => {
+                return winograd.run(ctx, batch, input, residual, output, scratch)
+            }
+        };
         let args = RunArgs {
             spec: &self.spec,
             sizes,
-            constants: &self.constants,
+            constants,
             ctx,
             batch,
             input,
             residual,
         };
-        match &self.plan {
+        match plan {
             Plan::Gemm1x1(plan) => plan.run(&args, output),
             Plan::Indirect(plan) => plan.run(&args, output),
             Plan::RowIndirect(plan) => plan.run(&args, output),
@@ -552,16 +592,20 @@ impl Conv2dOp {
     }
 }
 
-fn winograd_unavailable() -> OpError {
-    spec_error("the Winograd algorithm is not available yet")
+/// The [`WinogradSpec`] of a conv spec.
+fn winograd_spec(spec: &Conv2dSpec, tile: WinogradTile) -> WinogradSpec {
+    WinogradSpec {
+        geometry: spec.geometry,
+        activation: spec.activation,
+        has_bias: spec.has_bias,
+        has_residual: spec.has_residual,
+        tile,
+    }
 }
 
 /// Checks the geometry and that the algorithm applies to it.
 fn check_spec(spec: &Conv2dSpec) -> Result<Sizes, OpError> {
     let sizes = check_geometry(&spec.geometry)?;
-    if spec.algorithm == Algorithm::Winograd {
-        return Err(winograd_unavailable());
-    }
     if !spec.algorithm.is_applicable(&spec.geometry) {
         return Err(spec_error(format!(
             "the {} algorithm does not apply to this convolution",
