@@ -44,6 +44,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod dot;
+pub mod exec_plan;
 pub mod graph;
 pub mod infer;
 pub mod lower;
@@ -54,6 +55,7 @@ pub mod spec;
 pub mod suggest;
 pub mod text;
 
+pub use exec_plan::{plan_execution, ExecPlan};
 pub use graph::{Edge, Graph, Node, NodeId, Origin};
 pub use infer::{
     checked_product, expected_weights, format_shape, infer, resolve_dim, GraphInfo, NodeInfo,

@@ -201,6 +201,27 @@ pub enum Error {
         /// What is empty, e.g. `input`.
         what: String,
     },
+    /// The activations of a batch cannot be allocated (or their size
+    /// overflows). The caller's error: a smaller batch works.
+    BatchTooLarge {
+        /// The batch size asked for.
+        batch: usize,
+        /// The bytes the activation arena and scratch would need (`None`
+        /// when that overflows).
+        bytes: Option<u64>,
+    },
+
+    // ---------------------------------------------------------- layers
+    /// A layer's kernel refused its spec, its constants or its buffers, or
+    /// the layer's arena regions are inconsistent. Never caused by the
+    /// user's data (weights shapes and batch sizes are checked before): a
+    /// bug in cnnc, or generated code built by another version of cnnc.
+    Layer {
+        /// The layer (its module name or display name).
+        layer: String,
+        /// What was refused, in words.
+        reason: String,
+    },
 }
 
 /// What an [`Error::Io`] was doing.
@@ -495,6 +516,22 @@ impl fmt::Display for Error {
                 "output buffer has {found} values, expected {expected} for a batch of {batch}"
             ),
             Error::EmptyBatch { what } => write!(f, "{what} is an empty batch (0 samples)"),
+            Error::BatchTooLarge { batch, bytes } => match bytes {
+                Some(bytes) => write!(
+                    f,
+                    "out of memory: the activations of a batch of {batch} need {bytes} bytes; \
+                     use a smaller batch"
+                ),
+                None => write!(
+                    f,
+                    "the activations of a batch of {batch} are too large to address; \
+                     use a smaller batch"
+                ),
+            },
+            Error::Layer { layer, reason } => write!(
+                f,
+                "internal error in layer `{layer}`: {reason} (this is a bug in cnnc)"
+            ),
         }
     }
 }
