@@ -260,6 +260,11 @@ impl BindErrors {
         diagnostics
     }
 
+    /// Errors collected elsewhere (never empty in practice).
+    pub(crate) fn from_errors(errors: Vec<BindError>) -> BindErrors {
+        BindErrors { errors }
+    }
+
     pub(crate) fn internal(graph: &Graph, node: NodeId, what: impl Into<String>) -> BindErrors {
         BindErrors {
             errors: vec![layer_error(
@@ -295,7 +300,7 @@ impl fmt::Display for BindErrors {
 
 impl std::error::Error for BindErrors {}
 
-fn layer_error(graph: &Graph, node: NodeId, kind: BindErrorKind) -> BindError {
+pub(crate) fn layer_error(graph: &Graph, node: NodeId, kind: BindErrorKind) -> BindError {
     let (op, span) = match graph.get(node) {
         Some(data) => (data.op.name(), data.origin.name.unwrap_or(data.origin.op)),
         None => ("(removed)", Span::default()),
@@ -377,6 +382,59 @@ pub(crate) fn bind(
     }
     if errors.is_empty() {
         Ok(bound)
+    } else {
+        Err(BindErrors { errors })
+    }
+}
+
+/// Checks that `weights` holds every tensor the graph's layers expect,
+/// with the right shape and a dtype that converts to `f32`, reporting
+/// problems exactly as [`bind`] does, without keeping any value (`f32`
+/// tensors are borrowed from the file, not copied). Marks the tensors
+/// used. The fast path checks the graph as written this way, then loads
+/// the optimized graph's tensors once.
+pub(crate) fn check(
+    graph: &Graph,
+    info: &GraphInfo,
+    weights: Option<&WeightFile<'_>>,
+) -> Result<(), BindErrors> {
+    let expected: HashSet<String> = cnnc_ir::expected_weights(graph, info)
+        .into_iter()
+        .map(|spec| spec.name)
+        .collect();
+    let mut errors = Vec::new();
+    for &node in info.order() {
+        let Some(data) = graph.get(node) else {
+            continue;
+        };
+        if !data.op.has_weights() {
+            continue;
+        }
+        let Some(node_info) = info.get(node) else {
+            errors.push(layer_error(
+                graph,
+                node,
+                BindErrorKind::Internal("the layer has no shape information".into()),
+            ));
+            continue;
+        };
+        for spec in &node_info.weights {
+            let checked = match weights {
+                Some(weights) => weights.tensor_cow(&spec.name, &spec.shape).map(drop),
+                None => Err(cnnc_runtime::Error::MissingTensor {
+                    file: None,
+                    name: spec.name.clone(),
+                    did_you_mean: None,
+                }),
+            };
+            if let Err(error) = checked {
+                let error = drop_suggestion_of_another_layer(error, &expected);
+                errors.push(layer_error(graph, node, BindErrorKind::Weights(error)));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
     } else {
         Err(BindErrors { errors })
     }

@@ -15,17 +15,25 @@
 //!
 //! # Execution modes
 //!
-//! [`Mode::Optimized`] (the default) first runs the optimizer
-//! (`cnnc_ir::optimize`: batch-norms folded, activations and residual adds
-//! fused into the layers before them, identities and dead layers removed),
-//! binds the weights, folds each folded batch-norm's tensors into its
-//! layer's weight and bias (`cnnc_runtime::fold`, in `f64`, rounded once,
-//! exactly as generated code does when it loads weights), and executes the
-//! optimized graph: every node with `cnnc_kernels::reference`, a fused
-//! layer as its kernel (with the folded bias) followed by the residual add
-//! and the activation. The weights are checked against the graph as written
-//! first, so errors point at the layers the user wrote, including layers
-//! the optimizer removes.
+//! [`Mode::Fast`] (the default) is what compiled networks run: the
+//! optimized graph (`cnnc_ir::optimize`: batch-norms folded, activations
+//! and residual adds fused into the layers before them, identities and
+//! dead layers removed) lowered to an execution plan
+//! (`cnnc_ir::exec_plan`: NHWC SIMD kernels over one activation arena,
+//! reorders only at the edges), its weights bound once by
+//! `cnnc_runtime::bind` (folded in `f64`, packed), run by a
+//! `cnnc_runtime::Program` with the kernel tier and threads of
+//! [`Options`]. [`Interpreter::forward`] allocates nothing once the arena
+//! has grown to the batch; results are bit-identical for every thread
+//! count. The weights are checked against the graph as written first, so
+//! errors point at the layers the user wrote, including layers the
+//! optimizer removes.
+//!
+//! [`Mode::Optimized`] executes the same optimized graph with the naive
+//! reference kernels instead: every node with `cnnc_kernels::reference`, a
+//! folded batch-norm folded into the weights (`cnnc_runtime::fold`), a fused
+//! layer as its kernel followed by the residual add and the activation. It
+//! separates the optimizer's effect from the fast kernels'.
 //!
 //! [`Mode::Reference`] executes the graph as given, every node in
 //! topological order with `cnnc_kernels::reference`, the naive oracle that
@@ -34,11 +42,6 @@
 //! passes put into the graph are executed as the operations they stand for
 //! (a folded batch-norm as a batch-norm after the layer, not folded), so the
 //! reference mode checks the passes too.
-//!
-//! The fast engine (NHWC SIMD kernels, one activation arena from
-//! `cnnc_ir::memory`) slots in behind the optimized mode, as another
-//! engine behind the same [`Interpreter`] methods: binding is shared, and
-//! `run`/`forward` dispatch on the engine.
 //!
 //! # Example
 //!
@@ -72,17 +75,21 @@
 #![deny(missing_docs)]
 
 mod bind;
+mod fast;
 mod reference;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 
-use cnnc_ir::{Graph, GraphInfo};
-use cnnc_runtime::WeightFile;
+use std::time::Duration;
+
+use cnnc_ir::{ExecPlan, Graph, GraphInfo};
+use cnnc_runtime::{Context, Tier, WeightFile};
 
 pub use bind::{BindError, BindErrorKind, BindErrors};
 
+use fast::FastPlan;
 use reference::ReferencePlan;
 
 /// How an [`Interpreter`] executes the graph.
@@ -93,9 +100,27 @@ pub enum Mode {
     /// kernels, in `f64` accumulation: the oracle.
     Reference,
     /// The optimized graph (see `cnnc_ir::optimize`) with its batch-norms
-    /// folded into the weights; reference kernels for now.
-    #[default]
+    /// folded into the weights, through the reference kernels.
     Optimized,
+    /// The optimized graph's execution plan through the fast NHWC kernels
+    /// over one activation arena: what compiled networks run.
+    #[default]
+    Fast,
+}
+
+impl Mode {
+    /// Every mode.
+    pub const ALL: [Mode; 3] = [Mode::Reference, Mode::Optimized, Mode::Fast];
+
+    /// The mode's name on the command line (`reference`, `optimized`,
+    /// `fast`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Reference => "reference",
+            Mode::Optimized => "optimized",
+            Mode::Fast => "fast",
+        }
+    }
 }
 
 /// Options of [`Interpreter::with_options`].
@@ -104,10 +129,16 @@ pub enum Mode {
 pub struct Options {
     /// The execution mode.
     pub mode: Mode,
+    /// The kernel tier of [`Mode::Fast`]; `None`: the active one
+    /// (`cnnc_kernels::kernels()`, which honours `CNNC_KERNELS`). A tier
+    /// this CPU lacks also means the active one.
+    pub tier: Option<Tier>,
+    /// The threads of [`Mode::Fast`]; `None`: one per available core.
+    pub threads: Option<usize>,
 }
 
 impl Options {
-    /// The defaults: [`Mode::Optimized`].
+    /// The defaults: [`Mode::Fast`], the active tier, every core.
     pub fn new() -> Options {
         Options::default()
     }
@@ -116,6 +147,30 @@ impl Options {
     pub fn mode(mut self, mode: Mode) -> Options {
         self.mode = mode;
         self
+    }
+
+    /// Sets the kernel tier of the fast mode.
+    pub fn tier(mut self, tier: Tier) -> Options {
+        self.tier = Some(tier);
+        self
+    }
+
+    /// Sets the number of threads of the fast mode (at least 1).
+    pub fn threads(mut self, threads: usize) -> Options {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// The context these options ask for.
+    fn context(&self) -> Context {
+        let kernels = self
+            .tier
+            .and_then(cnnc_runtime::kernels::kernels_for)
+            .unwrap_or_else(cnnc_runtime::kernels::kernels);
+        let threads = self
+            .threads
+            .unwrap_or_else(cnnc_runtime::kernels::threads::default_threads);
+        Context::with(kernels, threads)
     }
 }
 
@@ -187,6 +242,7 @@ impl From<cnnc_runtime::Error> for RunError {
 #[derive(Debug)]
 enum Engine {
     Reference(ReferencePlan),
+    Fast(Box<FastPlan>),
 }
 
 /// A network ready to run: a graph with its weights bound and its kernels
@@ -237,7 +293,6 @@ impl Interpreter {
         weights: Option<&WeightFile<'_>>,
         options: &Options,
     ) -> Result<Interpreter, BindErrors> {
-        let mut bound = bind::bind(graph, info, weights)?;
         let input_shape = info.shape(graph.input()).to_vec();
         let output_shape = info.shape(graph.output()).to_vec();
         let length = |shape: &[usize], node| {
@@ -249,12 +304,15 @@ impl Interpreter {
         let input_len = length(&input_shape, graph.input())?;
         let output_len = length(&output_shape, graph.output())?;
         let engine = match options.mode {
-            Mode::Reference => Engine::Reference(ReferencePlan::new(graph, info, &mut bound)?),
+            Mode::Reference => {
+                let mut bound = bind::bind(graph, info, weights)?;
+                Engine::Reference(ReferencePlan::new(graph, info, &mut bound)?)
+            }
             Mode::Optimized => {
-                // The weights were checked against the graph as written;
-                // bind them again to the optimized graph (whose layers list
-                // their folded batch-norms' tensors), then fold.
-                drop(bound);
+                // The weights are checked against the graph as written,
+                // then bound to the optimized graph (whose layers list their
+                // folded batch-norms' tensors) and folded.
+                bind::check(graph, info, weights)?;
                 let optimized = cnnc_ir::optimize(graph.clone(), info).map_err(|errors| {
                     let what = errors
                         .iter()
@@ -270,6 +328,12 @@ impl Interpreter {
                     &mut bound,
                 )?)
             }
+            Mode::Fast => Engine::Fast(Box::new(FastPlan::new(
+                graph,
+                info,
+                weights,
+                options.context(),
+            )?)),
         };
         Ok(Interpreter {
             engine,
@@ -322,14 +386,39 @@ impl Interpreter {
     /// when the batch is too large for memory.
     pub fn run(&mut self, input: &[f32]) -> Result<Vec<f32>, RunError> {
         let batch = self.batch_size(input.len())?;
-        match &self.engine {
+        match &mut self.engine {
             Engine::Reference(plan) => plan.run(input, batch),
+            Engine::Fast(plan) => {
+                let len = batch
+                    .checked_mul(self.output_len)
+                    .ok_or_else(|| RunError::TooLarge {
+                        layer: "(output)".to_string(),
+                        batch,
+                    })?;
+                let mut output = Vec::new();
+                output
+                    .try_reserve_exact(len)
+                    .map_err(|_| RunError::OutOfMemory {
+                        layer: "(output)".to_string(),
+                        batch,
+                        bytes: len.saturating_mul(4),
+                    })?;
+                output.resize(len, 0.0);
+                plan.forward(input, &mut output)?;
+                Ok(output)
+            }
         }
     }
 
     /// Runs the network on `input` into `output`, which must hold exactly
     /// the outputs of the batch: the contract of generated code's `forward`.
+    ///
+    /// In [`Mode::Fast`] this allocates nothing once the arena has grown to
+    /// the batch (the first call with the largest batch grows it).
     pub fn forward(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), RunError> {
+        if let Engine::Fast(plan) = &mut self.engine {
+            return plan.forward(input, output);
+        }
         cnnc_runtime::forward_batch_size(
             input.len(),
             output.len(),
@@ -346,6 +435,57 @@ impl Interpreter {
         }
         output.copy_from_slice(&result);
         Ok(())
+    }
+
+    /// [`forward`](Self::forward), calling `on_step(index, elapsed)` after
+    /// each step of the [`exec_plan`](Self::exec_plan) with its duration
+    /// (for per-layer profiles). In the reference modes, the whole run is
+    /// one step (index 0).
+    pub fn forward_timed(
+        &mut self,
+        input: &[f32],
+        output: &mut [f32],
+        mut on_step: impl FnMut(usize, Duration),
+    ) -> Result<(), RunError> {
+        if let Engine::Fast(plan) = &mut self.engine {
+            return plan
+                .program
+                .forward_timed(input, output, on_step)
+                .map_err(fast::run_error);
+        }
+        let start = std::time::Instant::now();
+        self.forward(input, output)?;
+        on_step(0, start.elapsed());
+        Ok(())
+    }
+
+    /// The execution plan of [`Mode::Fast`] (its steps are what
+    /// [`forward_timed`](Self::forward_timed) reports on); `None` in the
+    /// other modes.
+    pub fn exec_plan(&self) -> Option<&ExecPlan> {
+        match &self.engine {
+            Engine::Fast(plan) => Some(&plan.plan),
+            Engine::Reference(_) => None,
+        }
+    }
+
+    /// The kernels and threads of [`Mode::Fast`]; `None` in the other
+    /// modes.
+    pub fn context(&self) -> Option<&Context> {
+        match &self.engine {
+            Engine::Fast(plan) => Some(plan.program.context()),
+            Engine::Reference(_) => None,
+        }
+    }
+
+    /// Grows the fast mode's activation arena to a batch of `batch`, so
+    /// that no later run of at most `batch` samples allocates (a no-op in
+    /// the other modes).
+    pub fn reserve(&mut self, batch: usize) -> Result<(), RunError> {
+        match &mut self.engine {
+            Engine::Fast(plan) => plan.program.reserve(batch).map_err(fast::run_error),
+            Engine::Reference(_) => Ok(()),
+        }
     }
 
     /// The batch size of an input of `len` values.

@@ -8,6 +8,9 @@
 //!
 //! "The same" is the conformance suite's measure, ten times tighter: the
 //! largest absolute difference is at most `1e-5 × max(1, max|reference|)`.
+//! The fast mode (execution plan, NHWC SIMD kernels over one arena) runs
+//! the same networks and is held to the conformance measure itself
+//! (`1e-4 × max(1, max|reference|)`).
 
 #[path = "../../cnnc-ir/tests/support/plan_verifier.rs"]
 mod plan_verifier;
@@ -370,6 +373,26 @@ fn check_network(seed: u64) -> (usize, usize) {
     assert!(
         worst <= 1e-5 * scale,
         "optimized differs by {worst} (scale {scale}) on:\n{text}"
+    );
+
+    // The fast path (execution plan, NHWC SIMD kernels, one arena) is held
+    // to the conformance suite's bar against the reference.
+    let fast = run(&checked, &weights, Mode::Fast, &input);
+    assert_eq!(reference.len(), fast.len());
+    let worst = reference
+        .iter()
+        .zip(&fast)
+        .map(|(r, f)| (r - f).abs())
+        .fold(0.0f32, |m, d| {
+            if m.is_nan() || d.is_nan() {
+                f32::NAN
+            } else {
+                m.max(d)
+            }
+        });
+    assert!(
+        worst <= 1e-4 * scale,
+        "fast differs by {worst} (scale {scale}) on:\n{text}"
     );
 
     let result = cnnc_ir::optimize(checked.graph.clone(), &checked.info)
