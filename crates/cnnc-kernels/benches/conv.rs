@@ -153,9 +153,9 @@ fn geometry(
 }
 
 /// The benchmarked layers: name, geometry, and the algorithms to run
-/// (the chosen one first).
+/// besides the one [`Algorithm::choose`] picks (which runs first).
 fn layers() -> Vec<(&'static str, Conv2dGeometry, Vec<Algorithm>)> {
-    vec![
+    let layers = vec![
         (
             "conv3x3_64_64_56",
             geometry(64, 56, 64, 3, 1, 1, 1),
@@ -169,29 +169,40 @@ fn layers() -> Vec<(&'static str, Conv2dGeometry, Vec<Algorithm>)> {
         (
             "conv1x1_256_1024_14",
             geometry(256, 14, 1024, 1, 1, 0, 1),
-            vec![Algorithm::Gemm1x1, Algorithm::Indirect],
+            vec![Algorithm::Indirect],
         ),
         (
             "conv3x3s2_64_128_56",
             geometry(64, 56, 128, 3, 2, 1, 1),
-            vec![Algorithm::Indirect],
+            vec![],
         ),
         (
             "stem7x7s2_3_64_224",
             geometry(3, 224, 64, 7, 2, 3, 1),
-            vec![Algorithm::RowIndirect, Algorithm::Indirect],
+            vec![Algorithm::Indirect],
         ),
-        (
-            "dw3x3_144_56",
-            geometry(144, 56, 144, 3, 1, 1, 144),
-            vec![Algorithm::Depthwise],
-        ),
+        ("dw3x3_144_56", geometry(144, 56, 144, 3, 1, 1, 144), vec![]),
         (
             "dw3x3s2_144_56",
             geometry(144, 56, 144, 3, 2, 1, 144),
-            vec![Algorithm::Depthwise],
+            vec![],
         ),
-    ]
+        ("dw3x3_960_7", geometry(960, 7, 960, 3, 1, 1, 960), vec![]),
+        (
+            "grouped3x3_128_28_g32",
+            geometry(128, 28, 128, 3, 1, 1, 32),
+            vec![],
+        ),
+    ];
+    layers
+        .into_iter()
+        .map(|(name, g, extra)| {
+            let chosen = Algorithm::choose(&g);
+            let mut algorithms = vec![chosen];
+            algorithms.extend(extra.into_iter().filter(|a| *a != chosen));
+            (name, g, algorithms)
+        })
+        .collect()
 }
 
 /// One layer with its operands, ready to run repeatedly.

@@ -184,6 +184,9 @@ pub(crate) unsafe fn init<V: Simd, const MR: usize, const NV: usize>(
 
 /// Applies the vectorizable activations to one register.
 ///
+/// NaN propagates as in PyTorch: `max`/`min` return their second operand
+/// when either is NaN (`maxps`), so `x` always goes second.
+///
 /// # Safety
 /// The target-feature contract of [`Simd`].
 #[inline(always)]
@@ -191,18 +194,18 @@ pub(crate) unsafe fn activate<V: Simd>(x: V, activation: Activation) -> V {
     // SAFETY: pure register arithmetic under the caller's contract.
     unsafe {
         match activation {
-            Activation::Relu => x.max(V::zero()),
-            Activation::Relu6 => x.max(V::zero()).min(V::splat(6.0)),
+            Activation::Relu => V::zero().max(x),
+            Activation::Relu6 => V::splat(6.0).min(V::zero().max(x)),
             Activation::LeakyRelu { negative_slope } => {
                 // max(x, 0) + slope * min(x, 0): exactly x for x >= 0 and
                 // exactly slope * x for x < 0 (adding a zero is exact).
-                let positive = x.max(V::zero());
-                let negative = x.min(V::zero());
+                let positive = V::zero().max(x);
+                let negative = V::zero().min(x);
                 V::splat(negative_slope).mul_add(negative, positive)
             }
             Activation::Hardswish => {
                 // x * relu6(x + 3) / 6, with a true division as PyTorch.
-                let gate = x.add(V::splat(3.0)).max(V::zero()).min(V::splat(6.0));
+                let gate = V::splat(6.0).min(V::zero().max(x.add(V::splat(3.0))));
                 x.mul(gate).div(V::splat(6.0))
             }
             // Identity, and the two applied by the scalar pass after the

@@ -634,3 +634,31 @@ fn blocks_are_near_equal_and_cover_everything() {
     assert_eq!(blocks(0, 8).collect::<Vec<_>>(), vec![(0, 0)]);
     assert_eq!(blocks(1, 512).collect::<Vec<_>>(), vec![(0, 1)]);
 }
+
+#[test]
+fn nan_propagates_through_every_activation_on_every_tier() {
+    // Row 0 of A is NaN, row 1 finite: C's row 0 must be NaN whatever the
+    // activation (PyTorch's relu(NaN) is NaN), row 1 untouched by it.
+    let (m, k, n) = (2, 3, 20);
+    let mut a = values(m * k, 41);
+    a[1] = f32::NAN;
+    let packed = PackedB::from_kn(k, n, &values(k * n, 42), Some(&values(n, 43))).unwrap();
+    for kernels in tiers() {
+        for activation in ACTIVATIONS {
+            let mut c = vec![0.0f32; m * n];
+            let a_view = MatRef::new(&a, m, k, k).unwrap();
+            let c_view = MatMut::new(&mut c, m, n, n).unwrap();
+            gemm(
+                kernels,
+                a_view,
+                &packed,
+                c_view,
+                &Epilogue::activation(activation),
+            )
+            .unwrap();
+            let what = format!("{} {}", kernels.tier(), activation.name());
+            assert!(c[..n].iter().all(|y| y.is_nan()), "{what}: {:?}", &c[..n]);
+            assert!(c[n..].iter().all(|y| !y.is_nan()), "{what}");
+        }
+    }
+}

@@ -140,7 +140,11 @@ fn to_nchw(x: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     y
 }
 
+/// PyTorch's activations in `f64` (every one propagates NaN).
 fn activation_f64(activation: Activation, x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
     match activation {
         Activation::Identity => x,
         Activation::Relu => x.max(0.0),
@@ -276,6 +280,10 @@ fn assert_close(
     assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
     let tolerance = tolerance(algorithm) * scale;
     for (index, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        if e.is_nan() {
+            assert!(a.is_nan(), "{what}: element {index}: got {a}, expected NaN");
+            continue;
+        }
         let error = (a - e).abs();
         assert!(
             error <= tolerance,
@@ -428,6 +436,49 @@ fn fixed_layers_of_every_kind_match_the_reference() {
                 index as u64 * 31 + activation_index as u64,
             );
             check_case(&case);
+        }
+    }
+}
+
+#[test]
+fn nan_propagates_like_the_reference() {
+    // A NaN input pixel makes exactly the outputs whose window holds it NaN,
+    // through every activation (PyTorch's relu(NaN) is NaN). Winograd is
+    // left out: its tile transforms spread a NaN to the whole output tile.
+    let layers = [
+        plain(5, 7, 20, 3, 1),
+        plain(3, 9, 8, 1, 0),
+        geometry(3, [11, 9], 16, [5, 5], [2, 2], [1, 1], [2; 4], 1),
+        geometry(20, [6, 7], 20, [3, 3], [1, 1], [1, 1], [1; 4], 20),
+        geometry(8, [6, 6], 12, [3, 3], [1, 1], [1, 1], [1; 4], 2),
+    ];
+    for (index, g) in layers.into_iter().enumerate() {
+        for activation in ACTIVATIONS {
+            let mut case = Case::new(g, 2, activation, true, index % 2 == 0, index as u64);
+            let pixel = (g.in_h / 2 * g.in_w + g.in_w / 2) * g.in_channels;
+            case.input[pixel + g.in_channels - 1] = f32::NAN;
+            let expected = case.expected();
+            assert!(expected.0.iter().any(|y| y.is_nan()));
+            assert!(expected.0.iter().any(|y| !y.is_nan()));
+            for kernels in tiers() {
+                let ctx = Context::with(kernels, 1);
+                for algorithm in case.algorithms() {
+                    if let Algorithm::Winograd(_) = algorithm {
+                        continue;
+                    }
+                    let actual = case.run(&case.op(algorithm), &ctx);
+                    let what = format!(
+                        "{} on {} with {activation:?}",
+                        algorithm.name(),
+                        kernels.tier()
+                    );
+                    assert_close(&actual, &expected, algorithm, &what);
+                    // Finite outputs stay finite.
+                    for (a, e) in actual.iter().zip(&expected.0) {
+                        assert_eq!(a.is_nan(), e.is_nan(), "{what}");
+                    }
+                }
+            }
         }
     }
 }
