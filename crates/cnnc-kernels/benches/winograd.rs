@@ -1,8 +1,9 @@
 //! Winograd benchmarks: 3x3 stride-1 ResNet layers at batch 1 on one
-//! thread, `F(4x4)` and `F(6x6)`, against the same convolution as one GEMM
+//! thread, `F(4x4)` and `F(6x6)`, against the indirect-GEMM convolution
+//! (`ops::conv`, `Algorithm::Indirect`) and the same convolution as one GEMM
 //! over a prebuilt im2col matrix (`M = OH·OW`, `K = 9·C`, `N = O`; the
-//! im2col copy itself is not timed, so this baseline is a lower bound of any
-//! direct convolution's time).
+//! im2col copy itself is not timed, so this is a bound for any GEMM-based
+//! direct convolution).
 //!
 //! Throughput is in **direct-equivalent** floating-point operations
 //! (`2·MACs` of the direct convolution), so criterion's `Gelem/s` reads as
@@ -16,8 +17,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use cnnc_kernels::gemm::{gemm, Epilogue, MatMut, MatRef, PackedB};
+use cnnc_kernels::ops::conv::{Algorithm, Conv2dOp, Conv2dSpec};
 use cnnc_kernels::ops::winograd::{WinogradConv, WinogradSpec, WinogradTile};
-use cnnc_kernels::ops::{Context, OpError};
+use cnnc_kernels::ops::{Buffer, Context, OpError};
 use cnnc_kernels::{kernels_for, reference, Activation, Conv2dGeometry, Kernels, Tier};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
@@ -28,6 +30,19 @@ const LAYERS: [(&str, usize, usize); 4] = [
     ("conv3x3_128_28", 128, 28),
     ("conv3x3_256_14", 256, 14),
     ("conv3x3_512_7", 512, 7),
+];
+
+/// Shapes around the edges of the choice rule: `(name, channels, size)`,
+/// `F(4x4)` against the indirect convolution only.
+const RULE_LAYERS: [(&str, usize, usize); 8] = [
+    ("conv3x3_8_56", 8, 56),
+    ("conv3x3_16_56", 16, 56),
+    ("conv3x3_32_56", 32, 56),
+    ("conv3x3_64_14", 64, 14),
+    ("conv3x3_64_7", 64, 7),
+    ("conv3x3_128_7", 128, 7),
+    ("conv3x3_256_7", 256, 7),
+    ("conv3x3_512_14", 512, 14),
 ];
 
 /// Deterministic values in [-1, 1).
@@ -63,9 +78,9 @@ fn geometry(c: usize, o: usize, size: usize) -> Conv2dGeometry {
 /// A Winograd layer with its buffers, ready to run repeatedly.
 struct Layer {
     op: WinogradConv,
-    input: Vec<f32>,
-    output: Vec<f32>,
-    scratch: Vec<f32>,
+    input: Buffer,
+    output: Buffer,
+    scratch: Buffer,
 }
 
 impl Layer {
@@ -79,11 +94,11 @@ impl Layer {
         };
         let bias = values(g.out_channels, 3);
         let op = WinogradConv::pack(spec, weight, Some(&bias)).expect("valid layer");
-        let scratch = vec![0.0; op.scratch_len(1)];
+        let scratch = Buffer::zeroed(op.scratch_len(1));
         Layer {
             op,
-            input: input.to_vec(),
-            output: vec![0.0; g.out_h * g.out_w * g.out_channels],
+            input: Buffer::from_slice(input),
+            output: Buffer::zeroed(g.out_h * g.out_w * g.out_channels),
             scratch,
         }
     }
@@ -94,8 +109,8 @@ impl Layer {
             1,
             &self.input,
             None,
-            &mut self.output,
-            &mut self.scratch,
+            self.output.make_mut(),
+            self.scratch.make_mut(),
         )
     }
 }
@@ -105,9 +120,9 @@ struct Im2colGemm {
     m: usize,
     k: usize,
     n: usize,
-    a: Vec<f32>,
+    a: Buffer,
     b: PackedB,
-    c: Vec<f32>,
+    c: Buffer,
 }
 
 impl Im2colGemm {
@@ -115,7 +130,8 @@ impl Im2colGemm {
     fn new(g: &Conv2dGeometry, input: &[f32], weight: &[f32]) -> Im2colGemm {
         let (c, o, h, w) = (g.in_channels, g.out_channels, g.in_h, g.in_w);
         let (m, k) = (g.out_h * g.out_w, 9 * c);
-        let mut a = vec![0.0f32; m * k];
+        let mut a = Buffer::zeroed(m * k);
+        let rows = a.make_mut();
         for oy in 0..g.out_h {
             for ox in 0..g.out_w {
                 for tap in 0..9 {
@@ -124,7 +140,7 @@ impl Im2colGemm {
                     if let (Some(iy), Some(ix)) = (iy, ix) {
                         if iy < h && ix < w {
                             let row = (oy * g.out_w + ox) * k + tap * c;
-                            a[row..row + c].copy_from_slice(&input[(iy * w + ix) * c..][..c]);
+                            rows[row..row + c].copy_from_slice(&input[(iy * w + ix) * c..][..c]);
                         }
                     }
                 }
@@ -141,13 +157,13 @@ impl Im2colGemm {
             n: o,
             a,
             b,
-            c: vec![0.0; m * o],
+            c: Buffer::zeroed(m * o),
         }
     }
 
     fn run(&mut self, kernels: &Kernels) {
         let a = MatRef::new(&self.a, self.m, self.k, self.k).expect("valid A");
-        let c = MatMut::new(&mut self.c, self.m, self.n, self.n).expect("valid C");
+        let c = MatMut::new(self.c.make_mut(), self.m, self.n, self.n).expect("valid C");
         gemm(
             kernels,
             a,
@@ -159,32 +175,89 @@ impl Im2colGemm {
     }
 }
 
-fn bench_layers(c: &mut Criterion) {
-    let mut group = c.benchmark_group("winograd");
-    group
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(30);
-    let tiers: Vec<&'static Kernels> = match std::env::var("CNNC_BENCH_TIERS") {
+/// The indirect-GEMM convolution of `ops::conv` with its buffers.
+struct Indirect {
+    op: Conv2dOp,
+    output: Buffer,
+    scratch: Buffer,
+}
+
+impl Indirect {
+    fn new(g: Conv2dGeometry, weight: &[f32]) -> Indirect {
+        let spec = Conv2dSpec {
+            geometry: g,
+            activation: Activation::Relu,
+            has_bias: true,
+            has_residual: false,
+            algorithm: Algorithm::Indirect,
+        };
+        let bias = values(g.out_channels, 3);
+        let op = Conv2dOp::pack(spec, weight, Some(&bias)).expect("valid layer");
+        let scratch = Buffer::zeroed(op.scratch_len(1));
+        Indirect {
+            op,
+            output: Buffer::zeroed(g.out_h * g.out_w * g.out_channels),
+            scratch,
+        }
+    }
+
+    fn run(&mut self, ctx: &Context, input: &[f32]) -> Result<(), OpError> {
+        self.op.run(
+            ctx,
+            1,
+            input,
+            None,
+            self.output.make_mut(),
+            self.scratch.make_mut(),
+        )
+    }
+}
+
+/// The tiers to run: the best one, or those listed in `CNNC_BENCH_TIERS`.
+fn tiers() -> Vec<&'static Kernels> {
+    match std::env::var("CNNC_BENCH_TIERS") {
         Ok(list) => list
             .split(',')
             .filter_map(|name| kernels_for(name.parse().ok()?))
             .collect(),
         Err(_) => kernels_for(Tier::best_available()).into_iter().collect(),
-    };
-    for kernels in tiers {
+    }
+}
+
+/// Benchmarks `layers` in group `group_name`: the indirect convolution, the
+/// `tiles` Winograd variants, and with `im2col` the im2col GEMM.
+fn bench_group(
+    c: &mut Criterion,
+    group_name: &str,
+    layers: &[(&str, usize, usize)],
+    tiles: &[WinogradTile],
+    im2col: bool,
+) {
+    let mut group = c.benchmark_group(group_name);
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    for kernels in tiers() {
         let ctx = Context::with(kernels, 1);
-        for (name, channels, size) in LAYERS {
+        let tier = kernels.tier().name();
+        for &(name, channels, size) in layers {
             let g = geometry(channels, channels, size);
-            let input = values(size * size * channels, 1);
+            // Buffers are 64-byte aligned, as in an arena.
+            let input = Buffer::from_slice(&values(size * size * channels, 1));
             let weight = values(channels * channels * 9, 2);
             group.throughput(Throughput::Elements(2 * g.macs()));
-            let tier = kernels.tier().name();
-            let mut baseline = Im2colGemm::new(&g, &input, &weight);
-            group.bench_function(BenchmarkId::new(format!("{tier}/im2col_gemm"), name), |b| {
-                b.iter(|| baseline.run(black_box(kernels)))
+            if im2col {
+                let mut baseline = Im2colGemm::new(&g, &input, &weight);
+                let id = BenchmarkId::new(format!("{tier}/im2col_gemm"), name);
+                group.bench_function(id, |b| b.iter(|| baseline.run(black_box(kernels))));
+            }
+            let mut indirect = Indirect::new(g, &weight);
+            let id = BenchmarkId::new(format!("{tier}/indirect"), name);
+            group.bench_function(id, |b| {
+                b.iter(|| indirect.run(black_box(&ctx), &input).expect("valid run"))
             });
-            for tile in WinogradTile::ALL {
+            for &tile in tiles {
                 let mut layer = Layer::new(g, tile, &input, &weight);
                 let id = BenchmarkId::new(format!("{tier}/{}", tile.name()), name);
                 group.bench_function(id, |b| {
@@ -194,6 +267,11 @@ fn bench_layers(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+fn bench_layers(c: &mut Criterion) {
+    bench_group(c, "winograd", &LAYERS, &WinogradTile::ALL, true);
+    bench_group(c, "rule", &RULE_LAYERS, &[WinogradTile::F4x4], false);
 }
 
 /// Values like a ResNet layer's: post-ReLU inputs (half zeros) and
@@ -277,11 +355,10 @@ fn accuracy() {
             })
             .expect("valid sizes");
             let a = MatRef::new(&direct.a, direct.m, direct.k, direct.k).expect("valid A");
-            let c = MatMut::new(&mut direct.c, direct.m, o, o).expect("valid C");
+            let c = MatMut::new(direct.c.make_mut(), direct.m, o, o).expect("valid C");
             gemm(kernels, a, &direct.b, c, &Epilogue::default()).expect("valid GEMM");
             let mut row = format!("| {data} | {channels} | {peak:.1} |");
-            let (rel, _) = errors(&direct.c, &expected);
-            let (_, of_peak) = errors(&direct.c, &expected);
+            let (rel, of_peak) = errors(&direct.c, &expected);
             row += &format!(" {of_peak:.1e} ({rel:.1e}) |");
             for tile in WinogradTile::ALL {
                 let spec = WinogradSpec {

@@ -152,20 +152,27 @@ impl WinogradTile {
     }
 
     /// The variant recommended for a layer, or `None` when Winograd is not
-    /// applicable or not expected to beat the GEMM-based convolution.
+    /// applicable or not expected to beat the indirect-GEMM convolution.
     ///
     /// The rule (measured in `docs/KERNELS.md`, "Winograd"): [`applicable`],
-    /// at least [`MIN_CHANNELS`] input and output channels, and at least
-    /// [`MIN_TILES`] `F(4x4)` tiles per sample; then `F(4x4)`. `F(6x6)` is
-    /// never recommended: its error grows with the channel count and its
-    /// speed-up over `F(4x4)` is small on this machine.
+    /// at least [`MIN_CHANNELS`] input and output channels, and either at
+    /// least [`MIN_TILES`] `F(4x4)` tiles per sample or transformed weights
+    /// of at most [`SMALL_WEIGHTS`] floats (each call streams them once per
+    /// block: with few tiles and large weights that traffic, 4x the direct
+    /// weights, eats the 4x saving in multiplications). Then `F(4x4)`.
+    /// `F(6x6)` is never recommended: it is not faster on ResNet shapes
+    /// here (more tile waste, more transform work) and its error is 3-5x
+    /// that of `F(4x4)`.
     pub fn recommend(geometry: &Conv2dGeometry) -> Option<WinogradTile> {
         let g = geometry;
         let tiles = g.out_h.div_ceil(4).saturating_mul(g.out_w.div_ceil(4));
+        let weights = 36usize
+            .saturating_mul(g.in_channels)
+            .saturating_mul(g.out_channels);
         (applicable(g)
             && g.in_channels >= MIN_CHANNELS
             && g.out_channels >= MIN_CHANNELS
-            && tiles >= MIN_TILES)
+            && (tiles >= MIN_TILES || weights <= SMALL_WEIGHTS))
             .then_some(WinogradTile::F4x4)
     }
 
@@ -206,8 +213,12 @@ impl WinogradTile {
 pub const MIN_CHANNELS: usize = 16;
 
 /// [`WinogradTile::recommend`] wants at least this many `F(4x4)` tiles per
-/// sample.
+/// sample (12x12 outputs), unless the weights are small.
 pub const MIN_TILES: usize = 9;
+
+/// Transformed `F(4x4)` weights (`36·C·O` floats) this small (1 MiB) make
+/// Winograd worth it even with few tiles.
+pub const SMALL_WEIGHTS: usize = 1 << 18;
 
 /// Whether Winograd can compute the layer: a 3x3 kernel, stride 1,
 /// dilation 1, one group (any padding, asymmetric included).

@@ -706,9 +706,14 @@ fn the_recommendation_follows_the_rule() {
         (geometry(64, 64, 56, 56, [1, 1, 1, 1]), true),
         (geometry(128, 128, 28, 28, [1, 1, 1, 1]), true),
         (geometry(256, 256, 14, 14, [1, 1, 1, 1]), true),
+        (geometry(512, 512, 14, 14, [1, 1, 1, 1]), true),
+        // Few tiles: only with small weights.
+        (geometry(64, 64, 7, 7, [1, 1, 1, 1]), true),
+        (geometry(128, 128, 7, 7, [1, 1, 1, 1]), false),
+        (geometry(512, 512, 7, 7, [1, 1, 1, 1]), false),
+        // Too few channels.
         (geometry(3, 64, 56, 56, [1, 1, 1, 1]), false),
         (geometry(64, 8, 56, 56, [1, 1, 1, 1]), false),
-        (geometry(64, 64, 4, 4, [1, 1, 1, 1]), false),
     ];
     for (g, wanted) in resnet {
         assert!(applicable(&g));
