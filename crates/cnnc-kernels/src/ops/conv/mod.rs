@@ -58,7 +58,10 @@
 use core::ops::Range;
 use std::sync::OnceLock;
 
-use super::winograd::{self, WinogradConv, WinogradSpec, WinogradTile};
+/// The variant of [`Algorithm::Winograd`] (re-exported from
+/// [`crate::ops::winograd`]).
+pub use super::winograd::WinogradTile;
+use super::winograd::{self, WinogradConv, WinogradSpec};
 use super::{check_len, Buffer, Context, OpError};
 use crate::gemm::{PackedBRef, PANEL};
 use crate::geometry::Conv2dGeometry;
