@@ -26,18 +26,30 @@ pub(crate) fn format_file(tokens: TokenStream) -> Result<String, CodegenError> {
     })?;
     let text = prettyplease::unparse(&file);
     let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
-        match trimmed
-            .strip_prefix("__cnnc_comment!(")
-            .and_then(|rest| rest.strip_suffix(");"))
-            .and_then(|literal| syn::parse_str::<syn::LitStr>(literal).ok())
-        {
+        let indent = &line[..line.len() - trimmed.len()];
+        // One line, or split by prettyplease over three when long.
+        let literal = match trimmed.strip_prefix("__cnnc_comment!(") {
+            Some("") => {
+                let literal = lines.next().map(str::trim).unwrap_or_default();
+                let close = lines.next().map(str::trim);
+                (close == Some(");")).then_some(literal)
+            }
+            Some(rest) => rest.strip_suffix(");"),
+            None => None,
+        };
+        match literal.and_then(|literal| syn::parse_str::<syn::LitStr>(literal).ok()) {
             Some(literal) => {
-                let indent = &line[..line.len() - trimmed.len()];
                 out.push_str(indent);
                 out.push_str("// ");
                 out.push_str(&literal.value());
+            }
+            None if literal.is_some() => {
+                return Err(CodegenError::Internal(format!(
+                    "a comment did not survive formatting: {trimmed}"
+                )))
             }
             None => out.push_str(line),
         }

@@ -407,12 +407,16 @@ pub(crate) fn module(
 
     Ok(quote! {
         #[doc = #struct_doc]
+        #[allow(dead_code)]
         pub struct #name {
             context: ::cnnc_runtime::kernels::ops::Context,
             arena: ::cnnc_runtime::arena::Arena,
             #(#field_decls,)*
         }
 
+        // A program uses what it needs of the API: the rest is not dead code
+        // it should be warned about.
+        #[allow(dead_code)]
         impl #name {
             #[doc = #input_shape_doc]
             pub const INPUT_SHAPE: [usize; #input_rank] = [#(#input_shape),*];
