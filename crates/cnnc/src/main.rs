@@ -8,6 +8,7 @@
 //! Exit codes: 0 on success, 1 on a diagnosed error (the diagnostics are on
 //! stderr), 2 on a command-line usage error (from clap).
 
+mod bench;
 mod build;
 mod check;
 mod common;
@@ -56,6 +57,8 @@ enum Command {
     Graph(graph::Args),
     /// Run the network on a batch (`.npy` in, `.npy` out) with the interpreter.
     Run(run::Args),
+    /// Time the network's forward pass (random weights if none are given).
+    Bench(bench::Args),
 }
 
 /// What a subcommand ended with, when it did not fail on an I/O error.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(&args, &cli.options),
         Command::Graph(args) => graph::run(&args, &cli.options),
         Command::Run(args) => run::run(&args, &cli.options),
+        Command::Bench(args) => bench::run(&args, &cli.options),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -7,8 +7,15 @@
 //! layer whose tensor is wrong, naming the file. The input must be
 //! `[N, ...input shape]` with `N >= 1`; the output, `[N, ...output shape]`
 //! float32, is written atomically, so a failed run never leaves a file
-//! behind (nor touches an existing one). The optimized graph runs by
-//! default; `--unoptimized` runs the graph as written (the oracle).
+//! behind (nor touches an existing one).
+//!
+//! `--mode` picks the interpreter's engine: `fast` (the default: the
+//! optimized graph's execution plan on the NHWC SIMD kernels, what compiled
+//! networks run), `optimized` (the same optimized graph through the naive
+//! reference kernels) or `reference` (the graph as written, the oracle;
+//! `--unoptimized` is a synonym). `--threads N` sets the fast mode's
+//! threads (default: every core); the kernel tier is the best the CPU has,
+//! or the one `CNNC_KERNELS` forces.
 //!
 //! This module also loads weights for `cnnc check --weights`
 //! ([`bind_weights`]).
@@ -41,11 +48,50 @@ pub struct Args {
     /// `[N, ...output shape]`. Written atomically.
     #[arg(long)]
     pub output: PathBuf,
+    /// The execution engine: `fast` (SIMD kernels over one arena),
+    /// `optimized` (the optimized graph on the reference kernels) or
+    /// `reference` (the graph as written on the reference kernels).
+    #[arg(long, value_enum, default_value_t = ModeArg::Fast)]
+    pub mode: ModeArg,
     /// Run the graph as written, every layer on its own (no batch-norm
-    /// folding, no fusion): the reference the optimized graph is checked
-    /// against.
-    #[arg(long)]
+    /// folding, no fusion): the same as `--mode reference`.
+    #[arg(long, conflicts_with = "mode")]
     pub unoptimized: bool,
+    /// Threads of the fast mode (default: one per available core). Results
+    /// are identical for every thread count.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+}
+
+/// The values of `--mode`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeArg {
+    /// The graph as written, naive reference kernels (the oracle).
+    Reference,
+    /// The optimized graph, naive reference kernels.
+    Optimized,
+    /// The optimized graph's execution plan on the SIMD kernels.
+    Fast,
+}
+
+impl ModeArg {
+    /// The interpreter's mode.
+    pub fn mode(self) -> Mode {
+        match self {
+            ModeArg::Reference => Mode::Reference,
+            ModeArg::Optimized => Mode::Optimized,
+            ModeArg::Fast => Mode::Fast,
+        }
+    }
+}
+
+/// Interpreter options for a mode and an optional thread count.
+pub fn interpreter_options(mode: Mode, threads: Option<u64>) -> cnnc_interp::Options {
+    let options = cnnc_interp::Options::new().mode(mode);
+    match threads.and_then(|t| usize::try_from(t).ok()) {
+        Some(threads) => options.threads(threads),
+        None => options,
+    }
 }
 
 /// Runs `cnnc run`.
@@ -57,22 +103,16 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
     // Refuse an output path that cannot be written before the work, not
     // after it.
     check_output_path(&args.output)?;
-    let source = match &args.weights {
-        Some(path) => WeightsSource::Flag(path.clone()),
-        None => match checked.graph.weights_path() {
-            Some((path, span)) => WeightsSource::Statement {
-                path: relative_to_net(&args.net, Path::new(path)),
-                span,
-            },
-            None => WeightsSource::None,
-        },
-    };
+    let source = weights_source(args.weights.as_deref(), &args.net, &checked);
     let mode = if args.unoptimized {
         Mode::Reference
     } else {
-        Mode::Optimized
+        args.mode.mode()
     };
-    let Some(mut interpreter) = bind_weights(&file, &checked, &source, mode, options)? else {
+    let interpreter_options = interpreter_options(mode, args.threads);
+    let Some(mut interpreter) =
+        bind_weights_with(&file, &checked, &source, &interpreter_options, options)?
+    else {
         return Ok(Outcome::Diagnosed);
     };
     let (shape, data) = cnnc_runtime::npy::read(&args.input).map_err(message)?;
@@ -88,7 +128,7 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
 
 /// The runtime's errors already say everything in their message (the I/O
 /// error included): keep only that, so `main`'s `{:#}` prints it once.
-fn message(error: impl std::fmt::Display) -> anyhow::Error {
+pub fn message(error: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("{error}")
 }
 
@@ -109,14 +149,22 @@ pub enum WeightsSource {
     None,
 }
 
-/// Loads the weights and binds them to the network, printing every
-/// diagnostic (errors at the layers whose tensors are wrong; a warning
-/// listing unused tensors) and plans the network in `mode`. `None` means
-/// errors were printed.
-///
-/// A weights file that cannot be read or parsed is an `Err` when it came
-/// from `--weights`, and a diagnostic at the `weights` statement when it came
-/// from there.
+/// Where the weights of `net` come from: `--weights`, else its `weights`
+/// statement (relative to the `.cnn` file), else nowhere.
+pub fn weights_source(flag: Option<&Path>, net: &Path, checked: &Checked) -> WeightsSource {
+    match flag {
+        Some(path) => WeightsSource::Flag(path.to_path_buf()),
+        None => match checked.graph.weights_path() {
+            Some((path, span)) => WeightsSource::Statement {
+                path: relative_to_net(net, Path::new(path)),
+                span,
+            },
+            None => WeightsSource::None,
+        },
+    }
+}
+
+/// [`bind_weights_with`] in `mode` with the default options.
 pub fn bind_weights(
     file: &SourceFile,
     checked: &Checked,
@@ -125,6 +173,24 @@ pub fn bind_weights(
     options: &Options,
 ) -> Result<Option<Interpreter>> {
     let interpreter_options = cnnc_interp::Options::new().mode(mode);
+    bind_weights_with(file, checked, source, &interpreter_options, options)
+}
+
+/// Loads the weights and binds them to the network, printing every
+/// diagnostic (errors at the layers whose tensors are wrong; a warning
+/// listing unused tensors) and plans the network with
+/// `interpreter_options`. `None` means errors were printed.
+///
+/// A weights file that cannot be read or parsed is an `Err` when it came
+/// from `--weights`, and a diagnostic at the `weights` statement when it came
+/// from there.
+pub fn bind_weights_with(
+    file: &SourceFile,
+    checked: &Checked,
+    source: &WeightsSource,
+    interpreter_options: &cnnc_interp::Options,
+    options: &Options,
+) -> Result<Option<Interpreter>> {
     let graph = &checked.graph;
     let info = &checked.info;
     let (weights, statement) = match source {
@@ -142,7 +208,7 @@ pub fn bind_weights(
             }
         },
         WeightsSource::None => {
-            return match Interpreter::with_options(graph, info, None, &interpreter_options) {
+            return match Interpreter::with_options(graph, info, None, interpreter_options) {
                 Ok(interpreter) => Ok(Some(interpreter)),
                 Err(errors) => {
                     let first = errors.iter().next();
@@ -166,7 +232,7 @@ pub fn bind_weights(
             };
         }
     };
-    match Interpreter::with_options(graph, info, Some(&weights), &interpreter_options) {
+    match Interpreter::with_options(graph, info, Some(&weights), interpreter_options) {
         Ok(interpreter) => {
             if let Some(warning) = unused_warning(interpreter.unused_weights(), &weights, statement)
             {

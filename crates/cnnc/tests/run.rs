@@ -76,8 +76,17 @@ fn run_matches_pytorch() {
     let out = dir.join("out.npy");
     let case = fixture("resnet-blocks");
     let expected = Tensor::read(&case.expected).expect("expected");
-    // The optimized graph (the default), then the graph as written.
-    for extra in [None, Some("--unoptimized")] {
+    // The fast path (the default), each mode by name, the graph as written
+    // (`--unoptimized`), and the fast path on 1 and 2 threads.
+    for extra in [
+        &[][..],
+        &["--mode", "fast"],
+        &["--mode", "optimized"],
+        &["--mode", "reference"],
+        &["--unoptimized"],
+        &["--threads", "1"],
+        &["--threads", "2"],
+    ] {
         let mut args = vec![
             "run",
             s(&case.net),
@@ -88,7 +97,7 @@ fn run_matches_pytorch() {
             "--output",
             s(&out),
         ];
-        args.extend(extra);
+        args.extend(extra.iter().copied());
         let output = cnnc(&args);
         assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
         assert_eq!(text(&output.stderr), "");
