@@ -11,10 +11,14 @@
 //! directly. Run with `cargo bench -p cnnc-kernels --bench winograd`
 //! (filter with e.g. `-- 256_14`); `cargo bench -p cnnc-kernels --bench
 //! winograd -- accuracy` prints the accuracy table of `docs/KERNELS.md`
-//! instead (errors against the `f64` reference convolution).
+//! instead (errors against the `f64` reference convolution), and `--
+//! ratios` the speed table: the best of five interleaved rounds per
+//! algorithm and the ratio of the indirect conv's time to F(4x4)'s, which is
+//! robust on a shared machine where medians are not (`CNNC_THREADS=2` for
+//! two threads).
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cnnc_kernels::gemm::{gemm, Epilogue, MatMut, MatRef, PackedB};
 use cnnc_kernels::ops::conv::{Algorithm, Conv2dOp, Conv2dSpec};
@@ -381,9 +385,72 @@ fn accuracy() {
     }
 }
 
+/// The best time of `run` over repetitions lasting about `seconds`.
+fn best_of(seconds: f64, mut run: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    while start.elapsed().as_secs_f64() < seconds {
+        let once = Instant::now();
+        run();
+        best = best.min(once.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Prints the speed table: best of five interleaved rounds per algorithm.
+fn ratios() {
+    let kernels = kernels_for(Tier::best_available()).expect("the best tier exists");
+    let threads = std::env::var("CNNC_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let ctx = Context::with(kernels, threads);
+    println!(
+        "tier {}, {threads} thread(s); best time, direct-equivalent GFLOP/s",
+        kernels.tier()
+    );
+    println!("| layer | im2col GEMM | indirect | F(4x4) | F(6x6) | F(4x4) vs indirect |");
+    println!("|---|---|---|---|---|---|");
+    for (name, channels, size) in LAYERS.into_iter().chain(RULE_LAYERS) {
+        let g = geometry(channels, channels, size);
+        let input = Buffer::from_slice(&values(size * size * channels, 1));
+        let weight = values(channels * channels * 9, 2);
+        let mut im2col = Im2colGemm::new(&g, &input, &weight);
+        let mut indirect = Indirect::new(g, &weight);
+        let mut layers: Vec<Layer> = WinogradTile::ALL
+            .iter()
+            .map(|&tile| Layer::new(g, tile, &input, &weight))
+            .collect();
+        let mut best = [f64::INFINITY; 4];
+        for _ in 0..5 {
+            best[0] = best[0].min(best_of(0.25, || im2col.run(kernels)));
+            best[1] = best[1].min(best_of(0.25, || {
+                indirect.run(&ctx, &input).expect("valid run")
+            }));
+            for (slot, layer) in best[2..].iter_mut().zip(&mut layers) {
+                *slot = slot.min(best_of(0.25, || layer.run(&ctx).expect("valid run")));
+            }
+        }
+        let flops = 2.0 * g.macs() as f64;
+        let cells: Vec<String> = best
+            .iter()
+            .map(|t| format!("{:.0} µs, {:.0}", t * 1e6, flops / t / 1e9))
+            .collect();
+        println!(
+            "| {name} | {} | {:.2}x |",
+            cells.join(" | "),
+            best[1] / best[2]
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|arg| arg == "accuracy") {
         accuracy();
+        return;
+    }
+    if std::env::args().any(|arg| arg == "ratios") {
+        ratios();
         return;
     }
     let mut criterion = Criterion::default().configure_from_args();
