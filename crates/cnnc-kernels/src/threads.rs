@@ -34,6 +34,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -337,6 +338,75 @@ impl fmt::Debug for ThreadPool {
     }
 }
 
+/// A mutable slice shared by the tasks of one
+/// [`parallel_for`](crate::ops::Context::parallel_for), each of which
+/// writes its own part.
+pub(crate) struct Disjoint<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: core::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a `Disjoint` hands out parts of a slice only through the unsafe
+// `part`, whose contract makes concurrent parts disjoint; `T: Send` lets
+// the parts move to other threads.
+unsafe impl<T: Send> Send for Disjoint<'_, T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+
+impl<'a, T> Disjoint<'a, T> {
+    /// Shares `slice` for disjoint writes.
+    pub(crate) fn new(slice: &'a mut [T]) -> Self {
+        Disjoint {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+            _borrow: core::marker::PhantomData,
+        }
+    }
+
+    /// The elements `range` of the slice.
+    ///
+    /// # Safety
+    /// No two parts alive at the same time overlap.
+    ///
+    /// # Panics
+    /// If `range` is not inside the slice (a bug of the caller's index
+    /// arithmetic, never a consequence of the data).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn part(&self, range: Range<usize>) -> &'a mut [T] {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "Disjoint::part out of bounds"
+        );
+        // SAFETY: inside the borrowed slice (checked above), which lives for
+        // 'a; exclusive by the caller's contract.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+}
+
+/// Part `index` of `0..total` cut into `parts` near-equal ranges whose
+/// boundaries are multiples of `align` (the last range ends at `total`).
+pub(crate) fn part(total: usize, parts: usize, align: usize, index: usize) -> Range<usize> {
+    let align = align.max(1);
+    let parts = parts.max(1);
+    let units = total.div_ceil(align);
+    let (base, extra) = (units / parts, units % parts);
+    let start = index * base + index.min(extra);
+    let end = start + base + usize::from(index < extra);
+    (start * align).min(total)..(end * align).min(total)
+}
+
+/// How many tasks to cut `work` units into on `threads` threads, so that
+/// each task has at least `grain` units: 1 when the work is too small to be
+/// worth a wake-up, at most `4 · threads` (small tasks balance a machine
+/// whose cores are also busy with other programs).
+pub(crate) fn task_count(threads: usize, work: usize, grain: usize) -> usize {
+    if threads <= 1 {
+        return 1;
+    }
+    (work / grain.max(1)).clamp(1, 4 * threads)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +514,30 @@ mod tests {
             seen[i].fetch_add(1, Ordering::Relaxed);
         });
         assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn parts_cover_everything_on_aligned_boundaries() {
+        for total in [0, 1, 15, 16, 17, 100, 1000] {
+            for parts in 1..=9 {
+                for align in [1, 4, 16] {
+                    let mut next = 0;
+                    for index in 0..parts {
+                        let range = part(total, parts, align, index);
+                        assert_eq!(range.start, next, "{total} {parts} {align}");
+                        assert!(range.start.is_multiple_of(align) || range.start == total);
+                        next = range.end;
+                    }
+                    assert_eq!(next, total);
+                }
+            }
+        }
+        assert_eq!(part(100, 3, 16, 0), 0..48);
+        assert_eq!(part(100, 3, 16, 2), 80..100);
+        assert_eq!(task_count(1, 1 << 30, 1), 1);
+        assert_eq!(task_count(2, 10, 100), 1);
+        assert_eq!(task_count(2, 350, 100), 3);
+        assert_eq!(task_count(2, 1 << 30, 100), 8);
     }
 
     #[test]

@@ -36,7 +36,14 @@ use crate::gemm::GemmError;
 use crate::threads::{self, ThreadPool};
 use crate::tier::Kernels;
 
+pub mod concat;
 pub mod conv;
+pub mod elementwise;
+pub mod layout;
+pub mod linear;
+pub mod norm;
+pub mod pool;
+pub mod softmax;
 pub mod winograd;
 
 /// Why an operator call or construction was refused. Every variant is a

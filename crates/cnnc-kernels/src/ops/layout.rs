@@ -1,0 +1,342 @@
+//! Layout reorders between PyTorch's NCHW and the fast operators' NHWC.
+//!
+//! They run at the network's edges (the public input and output are NCHW)
+//! and for `flatten`: a flatten of an NHWC value `[H, W, C]` must produce
+//! PyTorch's `C, H, W` order, which is exactly [`Reorder::NhwcToNchw`] (for
+//! `H = W = 1` both layouts coincide and the reorder is a copy).
+//!
+//! A reorder of one sample is the transpose of a row-major matrix: NCHW →
+//! NHWC transposes `[C][H·W]` into `[H·W][C]`, and back. The transpose is
+//! cache-blocked: it walks [`TILE`]×[`TILE`] tiles (4 KiB of source and 4
+//! KiB of destination, both in L1), reading rows of the source and writing
+//! rows of the destination, so each cache line is fetched once instead of
+//! once per element of a column. Pure data movement: the same on every tier.
+
+use crate::ops::elementwise::total;
+use crate::ops::{check_len, Context, OpError};
+use crate::threads::{part, task_count, Disjoint};
+
+/// Side of the square tiles of the blocked transpose, in elements.
+pub const TILE: usize = 32;
+
+/// The direction of a reorder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reorder {
+    /// `[N, C, H, W]` → `[N, H, W, C]` (the network's input edge).
+    NchwToNhwc,
+    /// `[N, H, W, C]` → `[N, C, H, W]` (the output edge, and `flatten`).
+    NhwcToNchw,
+}
+
+/// A reorder of `[channels, height, width]` samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReorderSpec {
+    /// The direction.
+    pub reorder: Reorder,
+    /// Channels.
+    pub channels: usize,
+    /// Height.
+    pub height: usize,
+    /// Width.
+    pub width: usize,
+}
+
+/// A layout reorder: see [`ReorderSpec`].
+#[derive(Clone, Debug)]
+pub struct ReorderOp {
+    spec: ReorderSpec,
+    /// Elements per sample.
+    len: usize,
+}
+
+impl ReorderOp {
+    /// The operator for `spec`; refused if a sample's size overflows.
+    pub fn new(spec: ReorderSpec) -> Result<ReorderOp, OpError> {
+        let len = spec
+            .channels
+            .checked_mul(spec.height)
+            .and_then(|len| len.checked_mul(spec.width))
+            .ok_or_else(|| OpError::Spec(format!("reorder of {spec:?} overflows")))?;
+        Ok(ReorderOp { spec, len })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &ReorderSpec {
+        &self.spec
+    }
+
+    /// Floats of scratch `run` needs: none.
+    pub fn scratch_len(&self, _batch: usize) -> usize {
+        0
+    }
+
+    /// Reorders `batch` samples from `input` into `output`.
+    pub fn run(
+        &self,
+        ctx: &Context,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), OpError> {
+        let len = total(batch, self.len)?;
+        check_len("reorder input", input.len(), len)?;
+        check_len("reorder output", output.len(), len)?;
+        let pixels = self.spec.height * self.spec.width;
+        // Source rows × columns of one sample's matrix.
+        let (rows, cols) = match self.spec.reorder {
+            Reorder::NchwToNhwc => (self.spec.channels, pixels),
+            Reorder::NhwcToNchw => (pixels, self.spec.channels),
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        // Tasks own bands of destination rows (source columns), whole tiles
+        // wide, across the whole batch.
+        let bands = cols.div_ceil(TILE);
+        let units = batch * bands;
+        let tasks = task_count(ctx.threads(), len, 1 << 15).min(units);
+        let output = Disjoint::new(output);
+        ctx.parallel_for(tasks, |task| {
+            for unit in part(units, tasks, 1, task) {
+                let (sample, band) = (unit / bands, unit % bands);
+                let col_range = band * TILE..((band + 1) * TILE).min(cols);
+                let source = &input[sample * self.len..(sample + 1) * self.len];
+                let start = sample * self.len + col_range.start * rows;
+                // SAFETY: destination rows `col_range` of this sample belong
+                // to this unit only, and units are split between tasks.
+                let destination = unsafe { output.part(start..start + col_range.len() * rows) };
+                transpose_band(source, rows, cols, col_range, destination);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Writes destination rows `col_range` (source columns) of the transpose of
+/// the `rows × cols` matrix `source` into `destination`
+/// (`col_range.len() × rows`), tile by tile.
+fn transpose_band(
+    source: &[f32],
+    rows: usize,
+    cols: usize,
+    col_range: core::ops::Range<usize>,
+    destination: &mut [f32],
+) {
+    let first_col = col_range.start;
+    for row_start in (0..rows).step_by(TILE) {
+        let row_end = (row_start + TILE).min(rows);
+        for col in col_range.clone() {
+            let out = &mut destination[(col - first_col) * rows..][row_start..row_end];
+            for (offset, value) in out.iter_mut().enumerate() {
+                *value = source[(row_start + offset) * cols + col];
+            }
+        }
+    }
+}
+
+/// NCHW → NHWC of `batch` samples of `[channels, height, width]`.
+pub fn nchw_to_nhwc(
+    ctx: &Context,
+    batch: usize,
+    [channels, height, width]: [usize; 3],
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), OpError> {
+    let spec = ReorderSpec {
+        reorder: Reorder::NchwToNhwc,
+        channels,
+        height,
+        width,
+    };
+    ReorderOp::new(spec)?.run(ctx, batch, input, output)
+}
+
+/// NHWC → NCHW of `batch` samples of `[channels, height, width]` (also the
+/// flatten of an NHWC value into PyTorch's order).
+pub fn nhwc_to_nchw(
+    ctx: &Context,
+    batch: usize,
+    [channels, height, width]: [usize; 3],
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), OpError> {
+    let spec = ReorderSpec {
+        reorder: Reorder::NhwcToNchw,
+        channels,
+        height,
+        width,
+    };
+    ReorderOp::new(spec)?.run(ctx, batch, input, output)
+}
+
+/// Helpers shared by the operators' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::activation::Activation;
+    use crate::ops::Context;
+    use crate::tier::{kernels_for, Kernels, Tier};
+
+    /// Every activation, with a non-default slope.
+    pub const ACTIVATIONS: [Activation; 7] = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::LeakyRelu {
+            negative_slope: 0.1,
+        },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Hardswish,
+    ];
+
+    /// The tiers this machine can run.
+    pub fn tiers() -> Vec<&'static Kernels> {
+        Tier::ALL.into_iter().filter_map(kernels_for).collect()
+    }
+
+    /// Contexts of 1, 2, 3 and 4 threads.
+    pub fn contexts(kernels: &'static Kernels) -> Vec<Context> {
+        (1..=4)
+            .map(|threads| Context::with(kernels, threads))
+            .collect()
+    }
+
+    /// Deterministic pseudo-random values in `[-1, 1)` (xorshift).
+    pub fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+            })
+            .collect()
+    }
+
+    /// Naive NCHW → NHWC.
+    pub fn to_nhwc(batch: usize, [c, h, w]: [usize; 3], x: &[f32]) -> Vec<f32> {
+        let mut y = vec![0.0; x.len()];
+        for n in 0..batch {
+            for ci in 0..c {
+                for p in 0..h * w {
+                    y[(n * h * w + p) * c + ci] = x[(n * c + ci) * h * w + p];
+                }
+            }
+        }
+        y
+    }
+
+    /// Naive NHWC → NCHW.
+    pub fn to_nchw(batch: usize, [c, h, w]: [usize; 3], x: &[f32]) -> Vec<f32> {
+        let mut y = vec![0.0; x.len()];
+        for n in 0..batch {
+            for ci in 0..c {
+                for p in 0..h * w {
+                    y[(n * c + ci) * h * w + p] = x[(n * h * w + p) * c + ci];
+                }
+            }
+        }
+        y
+    }
+
+    /// Asserts every element is within `tolerance · max(1, max|expected|)`
+    /// of the expected one; NaN must match NaN and infinities must be equal.
+    #[track_caller]
+    pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str) {
+        assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+        let scale = expected
+            .iter()
+            .filter(|e| e.is_finite())
+            .fold(1.0f32, |m, &e| m.max(e.abs()));
+        for (index, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+            let ok = if e.is_nan() {
+                a.is_nan()
+            } else if e.is_infinite() {
+                a == e
+            } else {
+                (a - e).abs() <= tolerance * scale
+            };
+            assert!(ok, "{what}: element {index}: got {a:e}, expected {e:e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn reorders_match_the_naive_loops_and_round_trip() {
+        for shape in [
+            [1, 1, 1],
+            [3, 5, 7],
+            [17, 4, 9],
+            [33, 1, 40],
+            [64, 8, 8],
+            [3, 40, 37],
+            [1, 33, 2],
+        ] {
+            for batch in [1, 3] {
+                let len = batch * shape.iter().product::<usize>();
+                let x = values(len, 11);
+                for kernels in tiers() {
+                    for ctx in contexts(kernels) {
+                        let mut nhwc = vec![f32::NAN; len];
+                        nchw_to_nhwc(&ctx, batch, shape, &x, &mut nhwc).unwrap();
+                        assert_eq!(nhwc, to_nhwc(batch, shape, &x), "{shape:?} {batch}");
+                        let mut back = vec![f32::NAN; len];
+                        nhwc_to_nchw(&ctx, batch, shape, &nhwc, &mut back).unwrap();
+                        assert_eq!(back, x, "{shape:?} {batch}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_reorders_split_between_threads_identically() {
+        let shape = [3, 224, 224];
+        let x = values(2 * 3 * 224 * 224, 4);
+        let expected = to_nhwc(2, shape, &x);
+        for ctx in contexts(crate::kernels()) {
+            let mut nhwc = vec![0.0; x.len()];
+            nchw_to_nhwc(&ctx, 2, shape, &x, &mut nhwc).unwrap();
+            assert!(nhwc == expected, "{} threads", ctx.threads());
+        }
+    }
+
+    #[test]
+    fn flatten_of_nhwc_is_pytorch_order() {
+        // [C=2, H=1, W=3] in NHWC: pixels (c0, c1) = (0, 10), (1, 11), (2, 12).
+        let nhwc = [0.0, 10.0, 1.0, 11.0, 2.0, 12.0];
+        let mut flat = [0.0; 6];
+        nhwc_to_nchw(
+            &Context::with(crate::kernels(), 1),
+            1,
+            [2, 1, 3],
+            &nhwc,
+            &mut flat,
+        )
+        .unwrap();
+        assert_eq!(flat, [0.0, 1.0, 2.0, 10.0, 11.0, 12.0]);
+    }
+
+    #[test]
+    fn wrong_lengths_and_overflow_are_errors() {
+        let ctx = Context::with(crate::kernels(), 1);
+        assert_eq!(
+            nchw_to_nhwc(&ctx, 2, [2, 2, 2], &[0.0; 15], &mut [0.0; 16]),
+            Err(OpError::Length {
+                what: "reorder input",
+                len: 15,
+                expected: 16
+            })
+        );
+        assert!(nchw_to_nhwc(&ctx, 1, [usize::MAX, 2, 2], &[], &mut []).is_err());
+        assert!(nchw_to_nhwc(&ctx, usize::MAX, [2, 2, 2], &[], &mut []).is_err());
+        // Empty samples are fine.
+        assert_eq!(nchw_to_nhwc(&ctx, 4, [0, 3, 3], &[], &mut []), Ok(()));
+    }
+}

@@ -1,0 +1,1003 @@
+//! Pooling over NHWC: max, average and adaptive average (global average
+//! pooling included), vectorized over the contiguous channels.
+//!
+//! For each output pixel the kernel keeps up to four vectors of channels in
+//! registers and walks the window's taps, so every tap is a few contiguous
+//! vector loads; channels that do not fill a vector use masked loads and
+//! stores. The window of each output row and column is clipped once to the
+//! input (padding and the ragged windows of `ceil_mode` simply have fewer
+//! taps), following the reference's rules exactly:
+//!
+//! - **max**: padding counts as `-inf` (it never wins); a window with no tap
+//!   inside the input gives `-inf`; a NaN anywhere in the window gives NaN.
+//! - **average**: the sum runs over the taps inside the input; the divisor
+//!   is the window clipped to the padded input (`count_include_pad`) or the
+//!   number of taps inside the input (not); an empty window gives 0.
+//! - **adaptive average**: output `i` averages input
+//!   `floor(i·in/out) .. ceil((i+1)·in/out)`.
+//!
+//! Sums are `f32`, in window order (row by row); the reference sums in
+//! `f64`, so averages differ from it by a few ulps. An activation may be
+//! fused (applied before the store).
+//!
+//! Specs hold the per-sample geometry ([`Pool2dGeometry`] with `batch = 1`);
+//! the batch is `run`'s argument. Work is split between threads by output
+//! rows (of all samples together).
+
+use core::ops::Range;
+
+use super::elementwise::{activate, load_n, store_n, tier_table, total, SimdMath};
+use crate::activation::Activation;
+use crate::geometry::Pool2dGeometry;
+use crate::ops::{check_len, Context, OpError};
+use crate::threads::{part, task_count, Disjoint};
+
+/// Max pooling (`MaxPool2d`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MaxPoolSpec {
+    /// Per-sample geometry (`batch` must be 1), output sizes resolved.
+    pub geometry: Pool2dGeometry,
+    /// Fused after the pooling ([`Activation::Identity`] for none).
+    pub activation: Activation,
+}
+
+/// Average pooling (`AvgPool2d`; `geometry.dilation` must be `[1, 1]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AvgPoolSpec {
+    /// Per-sample geometry (`batch` must be 1), output sizes resolved.
+    pub geometry: Pool2dGeometry,
+    /// Divide by the window clipped to the padded input (PyTorch's default)
+    /// rather than by the taps inside the input.
+    pub count_include_pad: bool,
+    /// Fused after the pooling.
+    pub activation: Activation,
+}
+
+/// Adaptive average pooling (`AdaptiveAvgPool2d`; `[1, 1]` output is
+/// global average pooling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AdaptiveAvgPoolSpec {
+    /// Channels.
+    pub channels: usize,
+    /// Input `[h, w]`, at least 1 each.
+    pub input: [usize; 2],
+    /// Output `[h, w]`, at least 1 each (larger than the input is allowed).
+    pub output: [usize; 2],
+}
+
+/// How the windows of one pooling are formed and reduced.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Max,
+    Avg { count_include_pad: bool },
+    Adaptive,
+}
+
+/// A checked pooling, the common form of the three operators.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Pooling {
+    g: Pool2dGeometry,
+    mode: Mode,
+    activation: Activation,
+    /// Elements of one sample's input and output.
+    input_len: usize,
+    output_len: usize,
+}
+
+impl Pooling {
+    /// Checks that every size and index the kernels compute fits.
+    fn new(g: Pool2dGeometry, mode: Mode, activation: Activation) -> Result<Pooling, OpError> {
+        let refuse = |why: &str| Err(OpError::Spec(format!("pooling {g:?}: {why}")));
+        if g.batch != 1 {
+            return refuse("the spec's geometry is per sample (batch 1)");
+        }
+        if g.kernel.contains(&0) || g.stride.contains(&0) || g.dilation.contains(&0) {
+            return refuse("kernel, stride and dilation must be at least 1");
+        }
+        if matches!(mode, Mode::Avg { .. }) && g.dilation != [1, 1] {
+            return refuse("average pooling has no dilation");
+        }
+        let lengths = [g.in_h, g.in_w, g.channels]
+            .into_iter()
+            .try_fold(1usize, usize::checked_mul)
+            .zip(
+                [g.out_h, g.out_w, g.channels]
+                    .into_iter()
+                    .try_fold(1usize, usize::checked_mul),
+            );
+        // The largest padded coordinate any window reaches, per axis.
+        let reach = |out: usize, axis: usize| {
+            out.saturating_sub(1)
+                .checked_mul(g.stride[axis])?
+                .checked_add((g.kernel[axis] - 1).checked_mul(g.dilation[axis])?)?
+                .checked_add(1)
+        };
+        let padded = |len: usize, axis: usize| len.checked_add(g.padding[axis].checked_mul(2)?);
+        match (
+            lengths,
+            reach(g.out_h, 0),
+            reach(g.out_w, 1),
+            padded(g.in_h, 0),
+            padded(g.in_w, 1),
+        ) {
+            (Some((input_len, output_len)), Some(_), Some(_), Some(_), Some(_)) => Ok(Pooling {
+                g,
+                mode,
+                activation,
+                input_len,
+                output_len,
+            }),
+            _ => refuse("sizes overflow"),
+        }
+    }
+
+    fn run(
+        &self,
+        ctx: &Context,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), OpError> {
+        check_len("pooling input", input.len(), total(batch, self.input_len)?)?;
+        check_len(
+            "pooling output",
+            output.len(),
+            total(batch, self.output_len)?,
+        )?;
+        let g = &self.g;
+        let rows = batch * g.out_h;
+        if rows == 0 || self.output_len == 0 {
+            return Ok(());
+        }
+        let row_len = g.out_w * g.channels;
+        let work_per_row = row_len * g.kernel[0] * g.kernel[1];
+        let tasks = task_count(ctx.threads(), rows * work_per_row, 1 << 16).min(rows);
+        let kernel = pool_tiers::table(ctx.kernels()).row;
+        let output = Disjoint::new(output);
+        ctx.parallel_for(tasks, |task| {
+            for row in part(rows, tasks, 1, task) {
+                let (sample, oy) = (row / g.out_h, row % g.out_h);
+                let sample_input = &input[sample * self.input_len..(sample + 1) * self.input_len];
+                // SAFETY: output row `row` belongs to this task only.
+                let out = unsafe { output.part(row * row_len..(row + 1) * row_len) };
+                let args = RowArgs {
+                    input: sample_input.as_ptr(),
+                    output: out.as_mut_ptr(),
+                    oy,
+                    pooling: *self,
+                };
+                // SAFETY: `input` holds one sample of the checked geometry
+                // and `output` one output row; every tap the kernel reads is
+                // clipped to the input. The table is of a tier this CPU has.
+                unsafe { kernel(&args) };
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Taps `k` in `0..kernel` whose coordinate `o·stride + k·dilation - pad`
+/// lies in `0..len`: a contiguous range, since the coordinate grows with `k`.
+fn valid_taps(
+    o: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    kernel: usize,
+    len: usize,
+) -> Range<usize> {
+    let base = o * stride;
+    // The first k with base + k·d ≥ pad, and the first with base + k·d ≥ len + pad.
+    let first = pad.saturating_sub(base).div_ceil(dilation);
+    let end = (len + pad)
+        .saturating_sub(base)
+        .div_ceil(dilation)
+        .min(kernel);
+    first.min(end)..end
+}
+
+/// The average-pooling window of output `o` along one axis: the input
+/// range it sums and its length clipped to the padded input (the
+/// reference's `AvgWindow`).
+fn avg_window(
+    o: usize,
+    stride: usize,
+    kernel: usize,
+    pad: usize,
+    len: usize,
+) -> (Range<usize>, usize) {
+    let shifted_start = o * stride;
+    let shifted_end = (shifted_start + kernel).min(len + 2 * pad);
+    let padded_len = shifted_end.saturating_sub(shifted_start);
+    let start = shifted_start.saturating_sub(pad).min(len);
+    let end = shifted_end.saturating_sub(pad).min(len).max(start);
+    (start..end, padded_len)
+}
+
+/// The adaptive window of output `o` along one axis.
+fn adaptive_window(o: usize, len: usize, out: usize) -> Range<usize> {
+    (o * len / out).min(len)..((o + 1) * len).div_ceil(out).min(len)
+}
+
+/// One output row of one sample: raw pointers to the sample's input and to
+/// the output row (checked by [`Pooling::run`]).
+struct RowArgs {
+    input: *const f32,
+    output: *mut f32,
+    oy: usize,
+    pooling: Pooling,
+}
+
+struct PoolKernels {
+    row: unsafe fn(&RowArgs),
+}
+
+tier_table! {
+    mod pool_tiers for PoolKernels {
+        row: pool_row::<V>(args: &RowArgs);
+    }
+}
+
+/// The input positions of one output pixel's window.
+#[derive(Clone)]
+struct Window {
+    /// Input rows.
+    rows: Range<usize>,
+    /// Input row step (the dilation; 1 for averages).
+    row_step: usize,
+    /// Input columns.
+    cols: Range<usize>,
+    /// Input column step.
+    col_step: usize,
+}
+
+impl Window {
+    fn taps(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.rows
+            .clone()
+            .step_by(self.row_step)
+            .flat_map(move |iy| {
+                self.cols
+                    .clone()
+                    .step_by(self.col_step)
+                    .map(move |ix| (iy, ix))
+            })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() || self.cols.is_empty()
+    }
+}
+
+/// # Safety
+/// `args` as [`Pooling::run`] builds it; the target-feature contract.
+#[inline(always)]
+unsafe fn pool_row<V: SimdMath>(args: &RowArgs) {
+    let Pooling {
+        g,
+        mode,
+        activation,
+        ..
+    } = args.pooling;
+    let oy = args.oy;
+    // The row part of every window of this output row, and its divisor part.
+    let (rows, row_step, row_divisor) = match mode {
+        Mode::Max => {
+            let taps = valid_taps(
+                oy,
+                g.stride[0],
+                g.dilation[0],
+                g.padding[0],
+                g.kernel[0],
+                g.in_h,
+            );
+            let first =
+                (oy * g.stride[0] + taps.start * g.dilation[0]).saturating_sub(g.padding[0]);
+            (first..first + taps.len() * g.dilation[0], g.dilation[0], 0)
+        }
+        Mode::Avg { .. } => {
+            let (rows, padded) = avg_window(oy, g.stride[0], g.kernel[0], g.padding[0], g.in_h);
+            (rows, 1, padded)
+        }
+        Mode::Adaptive => {
+            let rows = adaptive_window(oy, g.in_h, g.out_h);
+            let len = rows.len();
+            (rows, 1, len)
+        }
+    };
+    for ox in 0..g.out_w {
+        let (cols, col_step, col_divisor) = match mode {
+            Mode::Max => {
+                let taps = valid_taps(
+                    ox,
+                    g.stride[1],
+                    g.dilation[1],
+                    g.padding[1],
+                    g.kernel[1],
+                    g.in_w,
+                );
+                let first =
+                    (ox * g.stride[1] + taps.start * g.dilation[1]).saturating_sub(g.padding[1]);
+                (first..first + taps.len() * g.dilation[1], g.dilation[1], 0)
+            }
+            Mode::Avg { .. } => {
+                let (cols, padded) = avg_window(ox, g.stride[1], g.kernel[1], g.padding[1], g.in_w);
+                (cols, 1, padded)
+            }
+            Mode::Adaptive => {
+                let cols = adaptive_window(ox, g.in_w, g.out_w);
+                let len = cols.len();
+                (cols, 1, len)
+            }
+        };
+        let window = Window {
+            rows: rows.clone(),
+            row_step,
+            cols,
+            col_step,
+        };
+        let divisor = match mode {
+            Mode::Max => 0,
+            Mode::Avg {
+                count_include_pad: true,
+            } => row_divisor * col_divisor,
+            Mode::Avg { .. } | Mode::Adaptive => window.rows.len() * window.cols.len(),
+        };
+        let out = args.output.wrapping_add(ox * g.channels);
+        // SAFETY: the window's taps lie inside the sample (clipped above),
+        // the output pixel inside the row; the contract is the caller's.
+        unsafe {
+            let mut c = 0;
+            while c + 4 * V::LANES <= g.channels {
+                pixel::<V, 4>(
+                    args.input,
+                    &g,
+                    &window,
+                    c,
+                    V::LANES,
+                    mode,
+                    divisor,
+                    activation,
+                    out.add(c),
+                );
+                c += 4 * V::LANES;
+            }
+            while c < g.channels {
+                let n = (g.channels - c).min(V::LANES);
+                pixel::<V, 1>(
+                    args.input,
+                    &g,
+                    &window,
+                    c,
+                    n,
+                    mode,
+                    divisor,
+                    activation,
+                    out.add(c),
+                );
+                c += n;
+            }
+        }
+    }
+}
+
+/// Pools `NV` vectors of channels starting at `c` (the last vector holds
+/// `last` valid lanes) over `window`, and stores them at `out`.
+///
+/// # Safety
+/// The window's taps inside the input; channels `c .. c + (NV-1)·LANES +
+/// last` inside `g.channels`; `out` valid for as many writes; the
+/// target-feature contract.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pixel<V: SimdMath, const NV: usize>(
+    input: *const f32,
+    g: &Pool2dGeometry,
+    window: &Window,
+    c: usize,
+    last: usize,
+    mode: Mode,
+    divisor: usize,
+    activation: Activation,
+    out: *mut f32,
+) {
+    let lanes = |v: usize| if v + 1 == NV { last } else { V::LANES };
+    // SAFETY: every load is a tap inside the input at channels inside
+    // `0..channels`; the contract is the caller's.
+    unsafe {
+        let mut acc: [V; NV];
+        if mode == Mode::Max {
+            acc = [V::splat(f32::NEG_INFINITY); NV];
+            for (iy, ix) in window.taps() {
+                let p = input.add((iy * g.in_w + ix) * g.channels + c);
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    let x = load_n::<V>(p.add(v * V::LANES), lanes(v));
+                    // `max` returns `acc` if either is NaN: a NaN in `acc`
+                    // stays, and a NaN in `x` is taken by the select.
+                    *acc = V::select(x.is_nan(), x, x.max(*acc));
+                }
+            }
+        } else {
+            acc = [V::zero(); NV];
+            for (iy, ix) in window.taps() {
+                let p = input.add((iy * g.in_w + ix) * g.channels + c);
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    *acc = acc.add(load_n::<V>(p.add(v * V::LANES), lanes(v)));
+                }
+            }
+            if window.is_empty() || divisor == 0 {
+                acc = [V::zero(); NV];
+            } else {
+                let d = V::splat(divisor as f32);
+                for acc in acc.iter_mut() {
+                    *acc = acc.div(d);
+                }
+            }
+        }
+        for (v, acc) in acc.into_iter().enumerate() {
+            store_n(activate(acc, activation), out.add(v * V::LANES), lanes(v));
+        }
+    }
+}
+
+/// Max pooling: see [`MaxPoolSpec`].
+#[derive(Clone, Debug)]
+pub struct MaxPoolOp {
+    spec: MaxPoolSpec,
+    pooling: Pooling,
+}
+
+impl MaxPoolOp {
+    /// The operator for `spec`; refused if the spec is inconsistent.
+    pub fn new(spec: MaxPoolSpec) -> Result<MaxPoolOp, OpError> {
+        let pooling = Pooling::new(spec.geometry, Mode::Max, spec.activation)?;
+        Ok(MaxPoolOp { spec, pooling })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &MaxPoolSpec {
+        &self.spec
+    }
+
+    /// Floats of scratch `run` needs: none.
+    pub fn scratch_len(&self, _batch: usize) -> usize {
+        0
+    }
+
+    /// Pools `batch` NHWC samples.
+    pub fn run(
+        &self,
+        ctx: &Context,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), OpError> {
+        self.pooling.run(ctx, batch, input, output)
+    }
+}
+
+/// Average pooling: see [`AvgPoolSpec`].
+#[derive(Clone, Debug)]
+pub struct AvgPoolOp {
+    spec: AvgPoolSpec,
+    pooling: Pooling,
+}
+
+impl AvgPoolOp {
+    /// The operator for `spec`; refused if the spec is inconsistent.
+    pub fn new(spec: AvgPoolSpec) -> Result<AvgPoolOp, OpError> {
+        let mode = Mode::Avg {
+            count_include_pad: spec.count_include_pad,
+        };
+        let pooling = Pooling::new(spec.geometry, mode, spec.activation)?;
+        Ok(AvgPoolOp { spec, pooling })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &AvgPoolSpec {
+        &self.spec
+    }
+
+    /// Floats of scratch `run` needs: none.
+    pub fn scratch_len(&self, _batch: usize) -> usize {
+        0
+    }
+
+    /// Pools `batch` NHWC samples.
+    pub fn run(
+        &self,
+        ctx: &Context,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), OpError> {
+        self.pooling.run(ctx, batch, input, output)
+    }
+}
+
+/// Adaptive average pooling: see [`AdaptiveAvgPoolSpec`].
+#[derive(Clone, Debug)]
+pub struct AdaptiveAvgPoolOp {
+    spec: AdaptiveAvgPoolSpec,
+    pooling: Pooling,
+}
+
+impl AdaptiveAvgPoolOp {
+    /// The operator for `spec`; refused if a size is 0 or overflows.
+    pub fn new(spec: AdaptiveAvgPoolSpec) -> Result<AdaptiveAvgPoolOp, OpError> {
+        if spec.input.contains(&0) || spec.output.contains(&0) {
+            return Err(OpError::Spec(format!(
+                "adaptive pooling {spec:?}: sizes must be at least 1"
+            )));
+        }
+        let [in_h, in_w] = spec.input;
+        let [out_h, out_w] = spec.output;
+        // The largest window (for the overflow checks of `Pooling::new`).
+        let kernel = [in_h.div_ceil(out_h) + 1, in_w.div_ceil(out_w) + 1];
+        let geometry = Pool2dGeometry {
+            batch: 1,
+            channels: spec.channels,
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+            kernel,
+            stride: [in_h.div_ceil(out_h), in_w.div_ceil(out_w)],
+            dilation: [1, 1],
+            padding: [0, 0],
+        };
+        let pooling = Pooling::new(geometry, Mode::Adaptive, Activation::Identity)?;
+        // `adaptive_window` multiplies `(o + 1) · len`.
+        if out_h.checked_mul(in_h).is_none() || out_w.checked_mul(in_w).is_none() {
+            return Err(OpError::Spec(format!(
+                "adaptive pooling {spec:?}: sizes overflow"
+            )));
+        }
+        Ok(AdaptiveAvgPoolOp { spec, pooling })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &AdaptiveAvgPoolSpec {
+        &self.spec
+    }
+
+    /// Floats of scratch `run` needs: none.
+    pub fn scratch_len(&self, _batch: usize) -> usize {
+        0
+    }
+
+    /// Pools `batch` NHWC samples.
+    pub fn run(
+        &self,
+        ctx: &Context,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), OpError> {
+        self.pooling.run(ctx, batch, input, output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::layout::testing::*;
+    use crate::reference;
+    use crate::tier::Kernels;
+
+    /// Every combination the tests sweep: `(in, kernel, stride, pad, dilation, ceil_mode)`
+    /// along one axis; output size by PyTorch's rule.
+    fn out_len(
+        len: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+        ceil_mode: bool,
+    ) -> Option<usize> {
+        let span = dilation * (kernel - 1) + 1;
+        let padded = len + 2 * pad;
+        if padded < span {
+            return None;
+        }
+        let mut out = if ceil_mode {
+            (padded - span).div_ceil(stride) + 1
+        } else {
+            (padded - span) / stride + 1
+        };
+        // PyTorch drops a last window that starts in the right padding.
+        if ceil_mode && (out - 1) * stride >= len + pad {
+            out -= 1;
+        }
+        Some(out)
+    }
+
+    fn geometry(
+        channels: usize,
+        input: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    ) -> Option<Pool2dGeometry> {
+        Some(Pool2dGeometry {
+            batch: 1,
+            channels,
+            in_h: input[0],
+            in_w: input[1],
+            out_h: out_len(
+                input[0],
+                kernel[0],
+                stride[0],
+                pad[0],
+                dilation[0],
+                ceil_mode,
+            )?,
+            out_w: out_len(
+                input[1],
+                kernel[1],
+                stride[1],
+                pad[1],
+                dilation[1],
+                ceil_mode,
+            )?,
+            kernel,
+            stride,
+            dilation,
+            padding: pad,
+        })
+    }
+
+    /// Runs `op` on NHWC data made from the NCHW `x`, returns NCHW.
+    fn run_nhwc(
+        ctx: &Context,
+        batch: usize,
+        in_shape: [usize; 3],
+        out_shape: [usize; 3],
+        x: &[f32],
+        run: impl Fn(&Context, &[f32], &mut [f32]) -> Result<(), OpError>,
+    ) -> Vec<f32> {
+        let input = to_nhwc(batch, in_shape, x);
+        let mut output = vec![f32::NAN; batch * out_shape.iter().product::<usize>()];
+        run(ctx, &input, &mut output).unwrap();
+        to_nchw(batch, out_shape, &output)
+    }
+
+    fn check_geometry(kernels: &'static Kernels, g: Pool2dGeometry, batch: usize, x: &[f32]) {
+        let in_shape = [g.channels, g.in_h, g.in_w];
+        let out_shape = [g.channels, g.out_h, g.out_w];
+        let full = Pool2dGeometry { batch, ..g };
+        let ctx = Context::with(kernels, 1);
+        let what = format!("{} {g:?} batch {batch}", kernels.tier());
+
+        let max = MaxPoolOp::new(MaxPoolSpec {
+            geometry: g,
+            activation: Activation::Identity,
+        })
+        .unwrap();
+        let mut expected = vec![0.0; full.output_len()];
+        reference::max_pool2d(&full, x, &mut expected);
+        let actual = run_nhwc(&ctx, batch, in_shape, out_shape, x, |ctx, i, o| {
+            max.run(ctx, batch, i, o)
+        });
+        // Max pooling does no arithmetic: exact.
+        assert!(
+            actual
+                .iter()
+                .zip(&expected)
+                .all(|(a, e)| a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan())),
+            "max {what}"
+        );
+
+        if g.dilation == [1, 1] {
+            for count_include_pad in [false, true] {
+                let avg = AvgPoolOp::new(AvgPoolSpec {
+                    geometry: g,
+                    count_include_pad,
+                    activation: Activation::Identity,
+                })
+                .unwrap();
+                reference::avg_pool2d(&full, count_include_pad, x, &mut expected);
+                let actual = run_nhwc(&ctx, batch, in_shape, out_shape, x, |ctx, i, o| {
+                    avg.run(ctx, batch, i, o)
+                });
+                let window = (g.kernel[0] * g.kernel[1]) as f32;
+                assert_close(
+                    &actual,
+                    &expected,
+                    window * 1.2e-7,
+                    &format!("avg pad {count_include_pad} {what}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_pooling_parameter_combination_matches_the_reference() {
+        let mut cases = 0;
+        for kernels in tiers() {
+            for channels in [1, 3, 17, 33] {
+                for (input, kernel, stride, pad, dilation) in [
+                    ([7, 9], [3, 3], [2, 2], [1, 1], [1, 1]),
+                    ([6, 6], [3, 3], [2, 2], [1, 1], [1, 1]),
+                    ([5, 8], [2, 3], [2, 1], [0, 1], [1, 1]),
+                    ([8, 7], [3, 2], [3, 2], [1, 1], [2, 1]),
+                    ([9, 9], [3, 3], [1, 2], [1, 0], [2, 3]),
+                    ([5, 6], [4, 3], [3, 3], [2, 1], [1, 1]),
+                    ([1, 5], [1, 2], [1, 2], [0, 0], [1, 1]),
+                    ([4, 4], [1, 1], [2, 2], [0, 0], [1, 1]),
+                    ([3, 13], [2, 5], [2, 4], [1, 2], [1, 1]),
+                ] {
+                    for ceil_mode in [false, true] {
+                        let Some(g) =
+                            geometry(channels, input, kernel, stride, pad, dilation, ceil_mode)
+                        else {
+                            continue;
+                        };
+                        for batch in [1, 3] {
+                            let x = values(batch * channels * input[0] * input[1], cases as u64);
+                            check_geometry(kernels, g, batch, &x);
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 100);
+    }
+
+    #[test]
+    fn ceil_mode_clips_and_drops_windows_like_pytorch() {
+        // PyTorch: avg_pool2d(ones(6, 6), 3, 2, 1, ceil_mode=True) has a
+        // last window clipped to the padded input (divisor 6 at the edges,
+        // 4 in the corner), and max_pool2d over a 1x5 row keeps a last
+        // window of one element.
+        let g = geometry(1, [6, 6], [3, 3], [2, 2], [1, 1], [1, 1], true).unwrap();
+        assert_eq!((g.out_h, g.out_w), (4, 4));
+        for kernels in tiers() {
+            let ctx = Context::with(kernels, 1);
+            let avg = AvgPoolOp::new(AvgPoolSpec {
+                geometry: g,
+                count_include_pad: true,
+                activation: Activation::Identity,
+            })
+            .unwrap();
+            let mut out = [0.0; 16];
+            avg.run(&ctx, 1, &[1.0; 36], &mut out).unwrap();
+            assert_eq!(
+                [out[0], out[3], out[12], out[15]],
+                [4.0 / 9.0, 2.0 / 6.0, 2.0 / 6.0, 0.25]
+            );
+            let g = geometry(1, [1, 5], [1, 2], [1, 2], [0, 0], [1, 1], true).unwrap();
+            let max = MaxPoolOp::new(MaxPoolSpec {
+                geometry: g,
+                activation: Activation::Identity,
+            })
+            .unwrap();
+            let mut out = [0.0; 3];
+            max.run(&ctx, 1, &[1.0, 0.0, -1.0, -2.0, -9.0], &mut out)
+                .unwrap();
+            assert_eq!(out, [1.0, -1.0, -9.0]);
+        }
+    }
+
+    #[test]
+    fn max_pool_propagates_nan_and_ignores_padding() {
+        // 2 channels over 1x4: channel 0 has a NaN first, channel 1 last;
+        // windows of 2 with padding 1: [pad, x0], [x1, x2], [x3, pad].
+        let g = geometry(2, [1, 4], [1, 2], [1, 2], [0, 1], [1, 1], false).unwrap();
+        let input = [f32::NAN, -5.0, -1.0, -4.0, -2.0, -3.0, -7.0, f32::NAN];
+        for kernels in tiers() {
+            let max = MaxPoolOp::new(MaxPoolSpec {
+                geometry: g,
+                activation: Activation::Identity,
+            })
+            .unwrap();
+            let mut out = [0.0; 6];
+            max.run(&Context::with(kernels, 1), 1, &input, &mut out)
+                .unwrap();
+            assert!(out[0].is_nan(), "{}", kernels.tier());
+            assert_eq!(&out[1..5], &[-5.0, -1.0, -3.0, -7.0]);
+            assert!(out[5].is_nan(), "{}", kernels.tier());
+        }
+    }
+
+    #[test]
+    fn adaptive_pooling_matches_the_reference() {
+        for kernels in tiers() {
+            for channels in [1, 3, 17, 33, 512] {
+                for (input, output) in [
+                    ([7, 7], [1, 1]),
+                    ([5, 7], [3, 2]),
+                    ([6, 6], [3, 3]),
+                    ([2, 3], [3, 4]),
+                    ([10, 1], [4, 1]),
+                ] {
+                    for batch in [1, 3] {
+                        if channels == 512 && input != [7, 7] {
+                            continue;
+                        }
+                        let x = values(batch * channels * input[0] * input[1], 7);
+                        let spec = AdaptiveAvgPoolSpec {
+                            channels,
+                            input,
+                            output,
+                        };
+                        let op = AdaptiveAvgPoolOp::new(spec).unwrap();
+                        let mut expected = vec![0.0; batch * channels * output[0] * output[1]];
+                        reference::adaptive_avg_pool2d(
+                            [batch, channels, input[0], input[1]],
+                            output,
+                            &x,
+                            &mut expected,
+                        );
+                        let in_shape = [channels, input[0], input[1]];
+                        let out_shape = [channels, output[0], output[1]];
+                        let actual = run_nhwc(
+                            &Context::with(kernels, 1),
+                            batch,
+                            in_shape,
+                            out_shape,
+                            &x,
+                            |ctx, i, o| op.run(ctx, batch, i, o),
+                        );
+                        let window =
+                            (input[0].div_ceil(output[0]) + 1) * (input[1].div_ceil(output[1]) + 1);
+                        assert_close(
+                            &actual,
+                            &expected,
+                            window as f32 * 1.2e-7,
+                            &format!("{} {spec:?}", kernels.tier()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_activation_and_thread_counts_are_bit_identical() {
+        let g = geometry(64, [23, 21], [3, 3], [2, 2], [1, 1], [1, 1], false).unwrap();
+        let batch = 3;
+        let x = values(batch * 64 * 23 * 21, 9);
+        let input = to_nhwc(batch, [64, 23, 21], &x);
+        for kernels in tiers() {
+            let max = MaxPoolOp::new(MaxPoolSpec {
+                geometry: g,
+                activation: Activation::Relu,
+            })
+            .unwrap();
+            let avg = AvgPoolOp::new(AvgPoolSpec {
+                geometry: g,
+                count_include_pad: false,
+                activation: Activation::Sigmoid,
+            })
+            .unwrap();
+            let mut plain = vec![0.0; batch * g.output_len()];
+            AvgPoolOp::new(AvgPoolSpec {
+                activation: Activation::Identity,
+                ..*avg.spec()
+            })
+            .unwrap()
+            .run(&Context::with(kernels, 1), batch, &input, &mut plain)
+            .unwrap();
+            let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+            for ctx in contexts(kernels) {
+                let (mut a, mut b) = (vec![0.0; plain.len()], vec![0.0; plain.len()]);
+                max.run(&ctx, batch, &input, &mut a).unwrap();
+                avg.run(&ctx, batch, &input, &mut b).unwrap();
+                assert!(a.iter().all(|&y| y >= 0.0));
+                let sigmoid: Vec<f32> = plain
+                    .iter()
+                    .map(|&y| reference::activation_value(Activation::Sigmoid, y))
+                    .collect();
+                assert_close(&b, &sigmoid, 3e-7, "fused sigmoid");
+                match &first {
+                    None => first = Some((a, b)),
+                    Some((a0, b0)) => assert!(
+                        a == *a0 && b == *b0,
+                        "{} threads {}",
+                        kernels.tier(),
+                        ctx.threads()
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_specs_and_lengths_are_errors() {
+        let g = geometry(2, [4, 4], [2, 2], [2, 2], [0, 0], [1, 1], false).unwrap();
+        let max = |g| {
+            MaxPoolOp::new(MaxPoolSpec {
+                geometry: g,
+                activation: Activation::Identity,
+            })
+        };
+        assert!(max(Pool2dGeometry { batch: 2, ..g }).is_err());
+        assert!(max(Pool2dGeometry {
+            stride: [0, 1],
+            ..g
+        })
+        .is_err());
+        assert!(max(Pool2dGeometry {
+            kernel: [1, 0],
+            ..g
+        })
+        .is_err());
+        assert!(max(Pool2dGeometry {
+            channels: usize::MAX,
+            ..g
+        })
+        .is_err());
+        assert!(max(Pool2dGeometry {
+            out_h: usize::MAX,
+            ..g
+        })
+        .is_err());
+        assert!(max(Pool2dGeometry {
+            stride: [usize::MAX, 1],
+            ..g
+        })
+        .is_err());
+        let avg = AvgPoolOp::new(AvgPoolSpec {
+            geometry: Pool2dGeometry {
+                dilation: [2, 1],
+                ..g
+            },
+            count_include_pad: true,
+            activation: Activation::Identity,
+        });
+        assert!(avg.is_err());
+        assert!(AdaptiveAvgPoolOp::new(AdaptiveAvgPoolSpec {
+            channels: 1,
+            input: [0, 1],
+            output: [1, 1]
+        })
+        .is_err());
+        assert!(AdaptiveAvgPoolOp::new(AdaptiveAvgPoolSpec {
+            channels: 1,
+            input: [1, 1],
+            output: [1, 0]
+        })
+        .is_err());
+        let op = max(g).unwrap();
+        let ctx = Context::with(crate::kernels(), 1);
+        assert_eq!(
+            op.run(&ctx, 1, &[0.0; 31], &mut [0.0; 8]),
+            Err(OpError::Length {
+                what: "pooling input",
+                len: 31,
+                expected: 32
+            })
+        );
+        assert!(op.run(&ctx, 1, &[0.0; 32], &mut [0.0; 9]).is_err());
+        // A geometry with windows wholly outside the input (not one PyTorch
+        // makes) is still safe: -inf for max, 0 for average.
+        let odd = Pool2dGeometry {
+            out_h: 4,
+            out_w: 4,
+            ..g
+        };
+        let mut out = [0.0; 32];
+        max(odd)
+            .unwrap()
+            .run(&ctx, 1, &[1.0; 32], &mut out)
+            .unwrap();
+        assert_eq!(out[31], f32::NEG_INFINITY);
+        assert_eq!(out[0], 1.0);
+    }
+
+    #[test]
+    fn window_helpers() {
+        // o = 0, stride 2, dilation 2, pad 3, kernel 4, len 5: coordinates -3, -1, 1, 3.
+        assert_eq!(valid_taps(0, 2, 2, 3, 4, 5), 2..4);
+        // Past the end: o = 3, stride 2, pad 0, kernel 2, len 6: coordinates 6, 7.
+        assert!(valid_taps(3, 2, 1, 0, 2, 6).is_empty());
+        assert_eq!(valid_taps(1, 1, 1, 1, 3, 3), 0..3);
+        assert_eq!(avg_window(3, 2, 3, 1, 6), (5..6, 2));
+        assert_eq!(adaptive_window(1, 5, 3), 1..4);
+        assert_eq!(adaptive_window(2, 2, 3), 1..2);
+    }
+}
