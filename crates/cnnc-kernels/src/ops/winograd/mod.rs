@@ -320,15 +320,18 @@ impl Layout {
         let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(too_large);
         let tile = spec.tile;
         let (c, o) = (g.in_channels, g.out_channels);
-        let cpad = c.div_ceil(PANEL) * PANEL;
-        let opad = o.div_ceil(PANEL) * PANEL;
+        let cpad = mul(c.div_ceil(PANEL), PANEL)?;
+        let opad = mul(o.div_ceil(PANEL), PANEL)?;
         let points = tile.points();
         let panels = mul(opad, c)?;
         let bias = if spec.has_bias { opad } else { 0 };
         let constants = mul(panels, points)?
             .checked_add(bias)
             .ok_or_else(too_large)?;
-        let per_tile = mul(mul(points, cpad + opad)?, 4)?;
+        let per_tile = mul(
+            mul(points, cpad.checked_add(opad).ok_or_else(too_large)?)?,
+            4,
+        )?;
         let block_tiles = block_tiles(c, o, per_tile);
         let m = tile.output_tile();
         let tiles = [g.out_h.div_ceil(m), g.out_w.div_ceil(m)];
@@ -446,6 +449,7 @@ impl WinogradConv {
     ) -> Result<WinogradConv, OpError> {
         let layout = Layout::new(&spec)?;
         let (c, o) = (layout.c, layout.o);
+        // Cannot overflow: `Layout::new` checked `36·⌈O/16⌉·16·C`.
         check_len("weight", weight.len(), o * c * 9)?;
         match (bias, spec.has_bias) {
             (Some(bias), true) => check_len("bias", bias.len(), o)?,

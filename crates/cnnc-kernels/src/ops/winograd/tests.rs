@@ -640,6 +640,15 @@ fn bad_arguments_are_errors_not_panics() {
             out_h: usize::MAX,
             ..g
         },
+        Conv2dGeometry {
+            in_channels: usize::MAX - 3,
+            ..g
+        },
+        Conv2dGeometry {
+            in_channels: 1 << 40,
+            out_channels: 1 << 40,
+            ..g
+        },
     ] {
         let spec = WinogradSpec {
             geometry: broken,
