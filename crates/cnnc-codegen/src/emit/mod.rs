@@ -457,13 +457,13 @@ pub(crate) fn module(
             /// exactly `N` outputs. Allocates nothing once the arena has
             /// grown to the largest batch seen.
             pub fn forward(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), ::cnnc_runtime::Error> {
+                #use_region
                 let batch = ::cnnc_runtime::forward_batch_size(
                     input.len(),
                     output.len(),
                     Self::INPUT_LEN,
                     Self::OUTPUT_LEN,
                 )?;
-                #use_region
                 self.arena.reserve(batch, #scratch_len)?;
                 #ctx
                 #(#statements)*
