@@ -91,15 +91,17 @@ impl ReorderOp {
             return Ok(());
         }
         // Tasks own bands of destination rows (source columns), whole tiles
-        // wide, across the whole batch.
-        let bands = cols.div_ceil(TILE);
+        // wide, across the whole batch. With few source rows (an image's
+        // 1-4 channels) a band is widened to about a tile's elements.
+        let band_cols = TILE * (TILE / rows.clamp(1, TILE));
+        let bands = cols.div_ceil(band_cols);
         let units = batch * bands;
         let tasks = task_count(ctx.threads(), len, 1 << 15).min(units);
         let output = Disjoint::new(output);
         ctx.parallel_for(tasks, |task| {
             for unit in part(units, tasks, 1, task) {
                 let (sample, band) = (unit / bands, unit % bands);
-                let col_range = band * TILE..((band + 1) * TILE).min(cols);
+                let col_range = band * band_cols..((band + 1) * band_cols).min(cols);
                 let source = &input[sample * self.len..(sample + 1) * self.len];
                 let start = sample * self.len + col_range.start * rows;
                 // SAFETY: destination rows `col_range` of this sample belong
@@ -123,6 +125,23 @@ fn transpose_band(
     destination: &mut [f32],
 ) {
     let first_col = col_range.start;
+    // Few rows or few columns (the 1-4 channels of an image, at either
+    // edge): a plain interleave or de-interleave of whole rows, which the
+    // compiler vectorizes, instead of tiles a few elements wide.
+    match (rows, cols) {
+        (1, _) | (_, 1) => {
+            let start = if rows == 1 { first_col } else { first_col * rows };
+            destination.copy_from_slice(&source[start..start + destination.len()]);
+            return;
+        }
+        (2, _) => return interleave::<2>(source, cols, col_range, destination),
+        (3, _) => return interleave::<3>(source, cols, col_range, destination),
+        (4, _) => return interleave::<4>(source, cols, col_range, destination),
+        (_, 2) if col_range == (0..2) => return deinterleave::<2>(source, rows, destination),
+        (_, 3) if col_range == (0..3) => return deinterleave::<3>(source, rows, destination),
+        (_, 4) if col_range == (0..4) => return deinterleave::<4>(source, rows, destination),
+        _ => {}
+    }
     for row_start in (0..rows).step_by(TILE) {
         let row_end = (row_start + TILE).min(rows);
         for col in col_range.clone() {
@@ -130,6 +149,35 @@ fn transpose_band(
             for (offset, value) in out.iter_mut().enumerate() {
                 *value = source[(row_start + offset) * cols + col];
             }
+        }
+    }
+}
+
+/// The transpose of `R` source rows (`R × cols`), columns `col_range`:
+/// `destination[p·R + r] = source[r·cols + col_range.start + p]`.
+fn interleave<const R: usize>(
+    source: &[f32],
+    cols: usize,
+    col_range: core::ops::Range<usize>,
+    destination: &mut [f32],
+) {
+    let planes: [&[f32]; R] =
+        core::array::from_fn(|r| &source[r * cols..(r + 1) * cols][col_range.clone()]);
+    for (p, out) in destination.chunks_exact_mut(R).enumerate() {
+        for (value, plane) in out.iter_mut().zip(&planes) {
+            *value = plane[p];
+        }
+    }
+}
+
+/// The transpose of a `rows × C` source: `destination[c·rows + p] =
+/// source[p·C + c]`.
+fn deinterleave<const C: usize>(source: &[f32], rows: usize, destination: &mut [f32]) {
+    let mut planes = destination.chunks_exact_mut(rows);
+    let mut outs: [&mut [f32]; C] = core::array::from_fn(|_| planes.next().unwrap_or_default());
+    for (p, pixel) in source[..rows * C].chunks_exact(C).enumerate() {
+        for (out, &value) in outs.iter_mut().zip(pixel) {
+            out[p] = value;
         }
     }
 }
@@ -277,6 +325,13 @@ mod tests {
             [64, 8, 8],
             [3, 40, 37],
             [1, 33, 2],
+            // The 1-4 channel fast paths, in bands wider than a tile.
+            [2, 7, 50],
+            [4, 30, 33],
+            [3, 1, 700],
+            [1, 20, 20],
+            [2, 1, 1],
+            [4, 1, 1],
         ] {
             for batch in [1, 3] {
                 let len = batch * shape.iter().product::<usize>();
