@@ -130,7 +130,11 @@ fn transpose_band(
     // compiler vectorizes, instead of tiles a few elements wide.
     match (rows, cols) {
         (1, _) | (_, 1) => {
-            let start = if rows == 1 { first_col } else { first_col * rows };
+            let start = if rows == 1 {
+                first_col
+            } else {
+                first_col * rows
+            };
             destination.copy_from_slice(&source[start..start + destination.len()]);
             return;
         }
