@@ -30,6 +30,13 @@ trait Generated: Sized {
 
 include!(concat!(env!("OUT_DIR"), "/cases.rs"));
 
+/// The cases of the shared conformance suite, when `build.rs` found it.
+mod conformance {
+    use super::{check, Generated};
+
+    include!(concat!(env!("OUT_DIR"), "/conformance_cases.rs"));
+}
+
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
 }
@@ -48,8 +55,9 @@ fn weights_bytes(case: &Case) -> Vec<u8> {
     }
 }
 
-fn check<N: Generated>(name: &str) {
-    let case = Case::fixture(name).unwrap_or_else(|why| panic!("fixture `{name}`: {why}"));
+fn check<N: Generated>(dir: std::path::PathBuf) {
+    let case = Case::load(&dir).unwrap_or_else(|why| panic!("case {}: {why}", dir.display()));
+    let name = case.name.as_str();
     let input = &case.input.data;
     let batch = case.input.shape[0];
     assert_eq!(input.len(), batch * N::INPUT_LEN);
