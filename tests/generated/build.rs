@@ -111,6 +111,15 @@ fn compile_case(
     let output = builder.compile(dir.join("net.cnn"))?;
     let ty = &output.type_name;
     let path = format!("cnnc_generated_tests::nets::{module}::{ty}");
+    // Where the test finds the case: relative paths from this package.
+    let location = if dir.is_absolute() {
+        format!("std::path::PathBuf::from({:?})", dir.display().to_string())
+    } else {
+        format!(
+            "std::path::Path::new(env!(\"CARGO_MANIFEST_DIR\")).join({:?})",
+            dir.display().to_string()
+        )
+    };
     let dir = dir.display();
     writeln!(
         nets,
@@ -126,8 +135,7 @@ fn compile_case(
              fn forward(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), cnnc_runtime::Error> {{ Self::forward(self, input, output) }}\n    \
              fn set_context(&mut self, context: cnnc_runtime::kernels::ops::Context) {{ Self::set_context(self, context) }}\n\
          }}\n\
-         #[test]\nfn {test}() {{\n    check::<{path}>(std::path::Path::new(env!(\"CARGO_MANIFEST_DIR\")).join({:?}));\n}}\n",
-        dir.to_string()
+         #[test]\nfn {test}() {{\n    check::<{path}>({location});\n}}\n"
     )?;
     Ok(())
 }
