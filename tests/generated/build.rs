@@ -11,6 +11,9 @@
 // repository. A clean checkout without it skips them and says so in a
 // cargo warning.
 //
+// Also compiles nets/names.cnn (layers named `type`, `arena`, `input_len`,
+// …) without weights, as module `names`.
+//
 // Environment variables read: OUT_DIR and CARGO_MANIFEST_DIR (set by cargo),
 // CNNC_SHARED (optional).
 
@@ -34,6 +37,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         cases,
         "/// Every case, in order.\npub const CASES: &[&str] = &{names:?};"
+    )?;
+
+    // Names that collide with Rust keywords and with the struct's own items.
+    println!("cargo:rerun-if-changed=nets");
+    cnnc_build::Builder::new()
+        .without_weights()
+        .compile("nets/names.cnn")?;
+    writeln!(
+        nets,
+        "/// `nets/names.cnn`.\npub mod names {{\n    cnnc_runtime::include_net!(\"names\");\n}}"
     )?;
 
     println!("cargo:rerun-if-env-changed=CNNC_SHARED");

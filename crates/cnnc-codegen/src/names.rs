@@ -11,8 +11,18 @@ use std::collections::HashSet;
 
 use proc_macro2::{Ident, Span};
 
-/// The struct's own fields, which steps must not take.
-pub(crate) const RESERVED_FIELDS: [&str; 2] = ["context", "arena"];
+/// The struct's own fields, and the names whose upper case is one of its
+/// public constants (a step's spec constant is its field name in upper
+/// case): steps must not take them.
+pub(crate) const RESERVED_FIELDS: [&str; 7] = [
+    "context",
+    "arena",
+    "input_shape",
+    "output_shape",
+    "input_len",
+    "output_len",
+    "arena_len",
+];
 
 /// Words that cannot be identifiers (strict and reserved keywords of the
 /// 2021 edition; `_` included).
@@ -130,6 +140,7 @@ mod tests {
             "features.0",
             "0",
             "output",
+            "input_len",
         ]
         .iter()
         .map(|name| names.field(name).to_string())
@@ -149,6 +160,7 @@ mod tests {
                 "features_0",
                 "layer_0",
                 "output",
+                "input_len_",
             ]
         );
     }

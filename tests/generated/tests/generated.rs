@@ -227,3 +227,42 @@ mod allocations {
         no_allocation_once_grown::<nets::mlp_softmax::MlpSoftmax>("mlp-softmax");
     }
 }
+
+/// Layers named like Rust keywords and like the struct's own items.
+#[test]
+fn odd_layer_names_compile_and_run() {
+    use cnnc_generated_tests::nets::names::SelfNet;
+
+    let weights: Vec<f32> = (0..6).map(|i| i as f32 * 0.25 - 0.5).collect();
+    let bias = [0.1f32, -0.2, 0.3];
+    let bytes = cnnc_tests::safetensors_f32(&[
+        ("context.weight", &[3, 2, 1, 1], &weights),
+        ("context.bias", &[3], &bias),
+    ]);
+    let mut net = SelfNet::from_safetensors(&bytes).expect("loads");
+    let input: Vec<f32> = (0..2 * SelfNet::INPUT_LEN)
+        .map(|i| (i % 7) as f32 - 3.0)
+        .collect();
+    let mut output = vec![0.0f32; 2 * SelfNet::OUTPUT_LEN];
+    net.forward(&input, &mut output).expect("forward");
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/nets/names.cnn");
+    let text = std::fs::read_to_string(path).expect("the net");
+    let file = cnnc_syntax::SourceFile::new(path, text);
+    let checked = cnnc_ir::check(&file).expect("checks");
+    let file = cnnc_runtime::WeightFile::from_bytes(&bytes).expect("weights");
+    let options = cnnc_interp::Options::new().mode(Mode::Fast);
+    let mut interpreter = cnnc_interp::Interpreter::with_options(
+        &checked.graph,
+        &checked.info,
+        Some(&file),
+        &options,
+    )
+    .expect("binds");
+    let expected = interpreter.run(&input).expect("runs");
+    assert_eq!(bits(&output), bits(&expected));
+    // Softmax rows sum to 1.
+    for row in output.chunks_exact(SelfNet::OUTPUT_LEN) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+}

@@ -223,8 +223,7 @@ pub(crate) fn module(
     };
     for step in &plan.steps {
         let field = fields.field(&step.name);
-        let const_name =
-            format_ident!("{}", field.to_string().trim_end_matches('_').to_uppercase());
+        let const_name = format_ident!("{}", field.to_string().to_uppercase());
         let skip = usize::from(step.in_place);
         let input = StepInput {
             step,
