@@ -11,7 +11,8 @@
 //! maximum latency and the rate in GFLOP/s, counting `2 × MACs` of the
 //! convolutions and linear layers as written (a Winograd layer counts the
 //! direct convolution's FLOPs). `--per-layer` adds each step's median time,
-//! algorithm and rate; `--json` prints one JSON object instead of text.
+//! algorithm and rate; `--json` prints one JSON object instead of text, with
+//! the per-step figures (`layers`) in the fast mode.
 //!
 //! The kernel tier is the best the CPU has or the one `CNNC_KERNELS`
 //! forces; the report names it, the thread count and the 1-minute load
@@ -58,7 +59,7 @@ pub struct Args {
     /// Also time each step of the execution plan.
     #[arg(long)]
     pub per_layer: bool,
-    /// Print one JSON object (with per-step figures when `--per-layer`).
+    /// Print one JSON object (per-step figures included).
     #[arg(long)]
     pub json: bool,
     /// The execution engine (per-step figures need `fast`).
@@ -152,7 +153,7 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
     let load = load_average();
 
     let mut layers = Vec::new();
-    if let (Some(plan), true) = (interpreter.exec_plan(), args.per_layer) {
+    if let (Some(plan), true) = (interpreter.exec_plan(), timed_steps) {
         for (step, times) in plan.steps.iter().zip(&mut step_times) {
             let (step_median, _, _) = stats(times);
             let step_macs = step.macs.saturating_mul(args.batch);

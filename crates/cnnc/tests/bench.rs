@@ -125,6 +125,21 @@ fn the_forced_tier_is_reported() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(report["tier"], "portable");
+    // Per-step figures come with every JSON report of the fast mode.
+    assert!(!report["layers"].as_array().expect("layers").is_empty());
+    // The reference modes have no steps to report.
+    let output = cnnc(&[
+        "bench",
+        &net,
+        "--iters",
+        "2",
+        "--json",
+        "--mode",
+        "optimized",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["mode"], "optimized");
     assert_eq!(report["layers"], Value::Array(Vec::new()));
 }
 
