@@ -110,7 +110,15 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
     let input_len = batch
         .checked_mul(interpreter.input_len())
         .ok_or_else(|| anyhow::anyhow!("a batch of {batch} is too large"))?;
-    let output_len = batch * interpreter.output_len();
+    let output_len = batch
+        .checked_mul(interpreter.output_len())
+        .ok_or_else(|| anyhow::anyhow!("a batch of {batch} is too large"))?;
+    // Refuse a batch whose buffers cannot be allocated instead of aborting.
+    let mut buffers: Vec<f32> = Vec::new();
+    buffers
+        .try_reserve_exact(input_len.saturating_add(output_len))
+        .map_err(|_| anyhow::anyhow!("out of memory: a batch of {batch} is too large"))?;
+    drop(buffers);
     let input = random_values(input_len, args.seed ^ 0x5EED, 1.0);
     let mut output = vec![0.0f32; output_len];
 
