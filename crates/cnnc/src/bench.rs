@@ -230,10 +230,14 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
         min * 1e3,
         max * 1e3
     )?;
+    let work = if macs >= 100_000_000 {
+        format!("{:.3} GMAC", macs as f64 / 1e9)
+    } else {
+        format!("{:.3} MMAC", macs as f64 / 1e6)
+    };
     writeln!(
         stdout,
-        "{:.3} GMAC per run: {gflops:.1} GFLOP/s at the median{}",
-        macs as f64 / 1e9,
+        "{work} per run: {gflops:.1} GFLOP/s at the median{}",
         load.map_or_else(String::new, |load| format!(" (load average {load:.2})"))
     )?;
     if !layers.is_empty() {
