@@ -235,7 +235,7 @@ fn bench_math(c: &mut Criterion) {
 ///   the worker must take part: the fork-join latency with the worker
 ///   spinning (`hot`) or parked (`after_park`: a pause before each call,
 ///   only the call timed);
-/// - `work_*`: 8 tasks of ~25 µs of arithmetic each on 1 and 2 threads
+/// - `work_*`: 8 tasks of ~150 µs of arithmetic each on 1 and 2 threads
 ///   (the speed-up a layer of that size gets).
 fn bench_threads(c: &mut Criterion) {
     use std::sync::atomic::{AtomicUsize, Ordering};
