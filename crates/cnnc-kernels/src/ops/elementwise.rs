@@ -3,11 +3,12 @@
 //! math under them — a polynomial `exp` and the `sigmoid` and `tanh` built
 //! on it, accurate to about 1-2 ulp over the whole `f32` range.
 //!
-//! The vector math is generic over [`SimdMath`] (an extension of the GEMM's
-//! [`Simd`] trait), so every tier — and later the GEMM epilogue — runs the
-//! same code: [`exp`], [`sigmoid`], [`tanh`] and [`activate`]. Kernels are
-//! instantiated once per tier by [`tier_table!`](tier_table), which the other
-//! operator modules use too.
+//! The vector math is generic over the crate-internal `SimdMath` trait (an
+//! extension of the GEMM's `Simd`), so every tier — and later the GEMM
+//! epilogue — runs the same code: `exp`, `sigmoid`, `tanh` and `activate`
+//! (crate-internal; [`exp_in_place`] exposes `exp` on a slice). Kernels
+//! are instantiated once per tier by the crate-internal `tier_table!`
+//! macro, which the other operator modules use too.
 //!
 //! **Edges (as PyTorch):** NaN propagates through every activation and
 //! `add`; `relu(-0.0)` is `-0.0`; `sigmoid` saturates to exactly 0 and 1
@@ -793,7 +794,7 @@ unsafe fn run_split(
 }
 
 /// `e^x` of every element, in place, with `kernels`' tier (the vector
-/// [`exp`] that [`sigmoid`], [`tanh`] and softmax use). Single-threaded.
+/// `exp` that sigmoid, tanh and softmax use). Single-threaded.
 pub fn exp_in_place(kernels: &Kernels, data: &mut [f32]) {
     let args = SliceArgs {
         a: data.as_ptr(),
