@@ -11,7 +11,7 @@
 //!    [`Error::TensorShape`], [`Error::UnsupportedDtype`]);
 //! 2. rotates the kernels of a `flip_kernel` convolution by 180°;
 //! 3. folds a batch-norm recorded by the optimizer into the weight and bias
-//!    ([`fold::fold_batchnorm`]: `f64`, rounded once);
+//!    ([`crate::fold::fold_batchnorm`]: `f64`, rounded once);
 //! 4. packs the result for the kernel (`Conv2dOp::pack`, ...).
 //!
 //! An `f32` tensor with no transform to apply is packed straight from the
