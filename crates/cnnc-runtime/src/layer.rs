@@ -399,7 +399,12 @@ impl Program {
     /// [`Error::OutputLength`] for the buffers; [`Error::BatchTooLarge`] if
     /// the activations cannot be allocated.
     pub fn forward(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), Error> {
-        self.forward_timed(input, output, |_, _| {})
+        let batch = forward_batch_size(input.len(), output.len(), self.input_len, self.output_len)?;
+        self.reserve(batch)?;
+        for layer in &self.layers {
+            layer.run(&self.ctx, batch, input, output, &mut self.arena)?;
+        }
+        Ok(())
     }
 
     /// [`forward`](Self::forward), calling `on_layer(index, elapsed)` after
