@@ -76,7 +76,13 @@ mod tests {
         assert!(Activation::Relu.apply(f32::NAN).is_nan());
         assert_eq!(Activation::Relu6.apply(7.0), 6.0);
         assert_eq!(Activation::Relu6.apply(-1.0), 0.0);
-        assert_eq!(Activation::LeakyRelu { negative_slope: 0.1 }.apply(-2.0), -0.2);
+        assert_eq!(
+            Activation::LeakyRelu {
+                negative_slope: 0.1
+            }
+            .apply(-2.0),
+            -0.2
+        );
         assert_eq!(Activation::Sigmoid.apply(0.0), 0.5);
         assert_eq!(Activation::Tanh.apply(0.0), 0.0);
         // hardswish(1) = 1 * 4 / 6

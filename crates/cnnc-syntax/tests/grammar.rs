@@ -2,7 +2,9 @@
 //! parser as a whole: the AST it builds, its spans, and its limits.
 
 use cnnc_syntax::ast::{ExprKind, StatementKind};
-use cnnc_syntax::{parse, CnnParser, Diagnostics, RenderStyle, Rule, SourceFile, Span, MAX_NESTING};
+use cnnc_syntax::{
+    parse, CnnParser, Diagnostics, RenderStyle, Rule, SourceFile, Span, MAX_NESTING,
+};
 use pest::{consumes_to, fails_with, parses_to};
 
 #[test]
@@ -211,7 +213,10 @@ fn rendering_stops_after_the_limit() {
     let lines: Vec<&str> = rendered.lines().collect();
     assert_eq!(lines.len(), Diagnostics::RENDER_LIMIT + 1, "{rendered}");
     assert!(lines[0].starts_with("t.cnn:3:7: error:"), "{rendered}");
-    assert_eq!(lines[Diagnostics::RENDER_LIMIT], "note: 5 more diagnostics not shown");
+    assert_eq!(
+        lines[Diagnostics::RENDER_LIMIT],
+        "note: 5 more diagnostics not shown"
+    );
 }
 
 #[test]
