@@ -1,1 +1,449 @@
-//! Benchmark support.
+//! Benchmark support: the seven layers the project's performance targets
+//! name, each as a one-layer `.cnn` network run by the interpreter's fast
+//! mode (the execution plan and kernels that whole networks and generated
+//! code run), and the machine's fp32 FMA peak, measured by a
+//! register-resident loop, that their rates are a fraction of.
+//!
+//! Used by `benches/layers.rs` (criterion, `cargo bench -p cnnc-benches
+//! --bench layers`) and by the `cnnc-tract` binary. `benches/peers.py`
+//! holds the same seven layers for the peer comparison (keep the two lists
+//! equal: [`LAYERS`] is the reference).
+
+use std::time::Duration;
+
+use cnnc_interp::{Interpreter, Mode, Options};
+use cnnc_ir::WeightSpec;
+use cnnc_runtime::WeightFile;
+
+/// One benchmarked layer.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerSpec {
+    /// A short identifier (`conv3x3_64_64_56`), also the network's name.
+    pub name: &'static str,
+    /// What it is, for tables (`conv 3x3 64→64 @56x56 pad 1`).
+    pub description: &'static str,
+    /// The per-sample input shape (`[C, H, W]` or `[F]`).
+    pub input: &'static [usize],
+    /// The layer as a `.cnn` statement's right-hand side
+    /// (`conv2d(64, 3, padding=1)`).
+    pub layer: &'static str,
+    /// Floating-point operations of one sample: `2 × MACs` for convolutions
+    /// and linear layers, one comparison per window element for pooling.
+    pub ops: u64,
+    /// The layer's parameters in floats (weights and bias).
+    pub params: u64,
+    /// The output values of one sample.
+    pub outputs: u64,
+}
+
+/// The layers, batch 1: the list, in its order.
+pub const LAYERS: [LayerSpec; 7] = [
+    LayerSpec {
+        name: "conv3x3_64_64_56",
+        description: "conv 3x3 64→64 @56x56 pad 1",
+        input: &[64, 56, 56],
+        layer: "conv2d(64, 3, padding=1)",
+        ops: 2 * 56 * 56 * 64 * 64 * 9,
+        params: 64 * 64 * 9 + 64,
+        outputs: 64 * 56 * 56,
+    },
+    LayerSpec {
+        name: "conv3x3_256_256_14",
+        description: "conv 3x3 256→256 @14x14 pad 1",
+        input: &[256, 14, 14],
+        layer: "conv2d(256, 3, padding=1)",
+        ops: 2 * 14 * 14 * 256 * 256 * 9,
+        params: 256 * 256 * 9 + 256,
+        outputs: 256 * 14 * 14,
+    },
+    LayerSpec {
+        name: "conv1x1_256_1024_14",
+        description: "conv 1x1 256→1024 @14x14",
+        input: &[256, 14, 14],
+        layer: "conv2d(1024, 1)",
+        ops: 2 * 14 * 14 * 256 * 1024,
+        params: 256 * 1024 + 1024,
+        outputs: 1024 * 14 * 14,
+    },
+    LayerSpec {
+        name: "conv7x7s2_3_64_224",
+        description: "conv 7x7/2 3→64 @224x224 pad 3",
+        input: &[3, 224, 224],
+        layer: "conv2d(64, 7, stride=2, padding=3)",
+        ops: 2 * 112 * 112 * 64 * 3 * 49,
+        params: 64 * 3 * 49 + 64,
+        outputs: 64 * 112 * 112,
+    },
+    LayerSpec {
+        name: "dw3x3_144_56",
+        description: "depthwise 3x3 144 ch @56x56 pad 1",
+        input: &[144, 56, 56],
+        layer: "conv2d(144, 3, padding=1, groups=144)",
+        ops: 2 * 56 * 56 * 144 * 9,
+        params: 144 * 9 + 144,
+        outputs: 144 * 56 * 56,
+    },
+    LayerSpec {
+        name: "linear_4096_1000",
+        description: "linear 4096→1000",
+        input: &[4096],
+        layer: "linear(1000)",
+        ops: 2 * 4096 * 1000,
+        params: 4096 * 1000 + 1000,
+        outputs: 1000,
+    },
+    LayerSpec {
+        name: "maxpool3x3s2_64_112",
+        description: "maxpool 3x3/2 pad 1, 64 ch @112x112",
+        input: &[64, 112, 112],
+        layer: "maxpool2d(3, stride=2, padding=1)",
+        ops: 64 * 56 * 56 * 9,
+        params: 0,
+        outputs: 64 * 56 * 56,
+    },
+];
+
+/// The name of the layer inside every one-layer network (and of its step
+/// in the execution plan).
+pub const LAYER_NAME: &str = "layer";
+
+impl LayerSpec {
+    /// The one-layer network's `.cnn` source.
+    pub fn source(&self) -> String {
+        let dims: Vec<String> = self.input.iter().map(ToString::to_string).collect();
+        format!(
+            "# {}: one layer, for benchmarks.\nnetwork {} {{\n    input x: [{}]\n    {LAYER_NAME} = {}\n    output {LAYER_NAME}\n}}\n",
+            self.description,
+            self.name,
+            dims.join(", "),
+            self.layer
+        )
+    }
+
+    /// Values of one input sample.
+    pub fn input_len(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    /// Bytes a run must move at least: the input read once, the output
+    /// written once, the parameters read once (f32).
+    pub fn bytes(&self) -> u64 {
+        4 * (self.input_len() as u64 + self.outputs + self.params)
+    }
+}
+
+/// A one-layer network bound to seeded random weights in the fast mode,
+/// with an input and an output buffer of one sample.
+pub struct OneLayer {
+    /// The network.
+    pub spec: LayerSpec,
+    interpreter: Interpreter,
+    step: usize,
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
+impl OneLayer {
+    /// Checks the spec's network, binds random weights (seeded, fan-in
+    /// scaled) and plans it in [`Mode::Fast`] on `threads` threads.
+    pub fn new(spec: LayerSpec, threads: usize) -> Result<OneLayer, String> {
+        OneLayer::with_mode(spec, threads, Mode::Fast)
+    }
+
+    /// [`new`](Self::new) in any mode (the reference mode checks the fast
+    /// one in tests).
+    pub fn with_mode(spec: LayerSpec, threads: usize, mode: Mode) -> Result<OneLayer, String> {
+        let file = cnnc_syntax::SourceFile::new(format!("{}.cnn", spec.name), spec.source());
+        let checked = cnnc_ir::check(&file).map_err(|e| format!("{}: {e:?}", spec.name))?;
+        let specs = cnnc_ir::expected_weights(&checked.graph, &checked.info);
+        let weights = if specs.is_empty() {
+            None
+        } else {
+            let bytes = random_safetensors(&specs)?;
+            Some(WeightFile::from_vec(bytes).map_err(|e| e.to_string())?)
+        };
+        let options = Options::new().mode(mode).threads(threads);
+        let interpreter =
+            Interpreter::with_options(&checked.graph, &checked.info, weights.as_ref(), &options)
+                .map_err(|e| format!("{}: {e:?}", spec.name))?;
+        let step = match interpreter.exec_plan() {
+            Some(plan) => plan
+                .steps
+                .iter()
+                .position(|step| step.name == LAYER_NAME)
+                .ok_or_else(|| format!("{}: no step named `{LAYER_NAME}`", spec.name))?,
+            None => 0,
+        };
+        let input = random_values(interpreter.input_len(), 0x5EED, 1.0);
+        let output = vec![0.0; interpreter.output_len()];
+        Ok(OneLayer {
+            spec,
+            interpreter,
+            step,
+            input,
+            output,
+        })
+    }
+
+    /// The interpreter (its plan, context and tier).
+    pub fn interpreter(&self) -> &Interpreter {
+        &self.interpreter
+    }
+
+    /// The layer's algorithm as the plan chose it (`winograd-f4x4`,
+    /// `gemm-1x1`, `gemv`, …), if it has variants.
+    pub fn algorithm(&self) -> Option<&'static str> {
+        let step = self.interpreter.exec_plan()?.steps.get(self.step)?;
+        match &step.kernel {
+            cnnc_ir::exec_plan::Kernel::Linear(_) => Some("gemv"),
+            kernel => kernel.algorithm(),
+        }
+    }
+
+    /// The names of the plan's steps (`input`, `layer`, `output`: the edge
+    /// reorders of NCHW tensors around the layer).
+    pub fn step_names(&self) -> Vec<String> {
+        self.interpreter
+            .exec_plan()
+            .map(|plan| plan.steps.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// One forward pass; returns the time of the layer's step and of the
+    /// whole pass (with the layout reorders at the network's edges).
+    pub fn run(&mut self) -> Result<(Duration, Duration), String> {
+        let start = std::time::Instant::now();
+        let mut step_time = Duration::ZERO;
+        let step = self.step;
+        self.interpreter
+            .forward_timed(&self.input, &mut self.output, |index, elapsed| {
+                if index == step {
+                    step_time = elapsed;
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok((step_time, start.elapsed()))
+    }
+
+    /// The input the runs use.
+    pub fn input(&self) -> &[f32] {
+        &self.input
+    }
+
+    /// The last run's output.
+    pub fn output(&self) -> &[f32] {
+        &self.output
+    }
+}
+
+/// Deterministic values uniform in `[-scale, scale)` (xorshift64*).
+pub fn random_values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    if state == 0 {
+        state = 1;
+    }
+    (0..len)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+            (bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// A safetensors file with seeded random values for `specs`: weights
+/// scaled by `√(3 / fan-in)` (so outputs stay of the input's magnitude and
+/// no denormals appear), rank-1 tensors (biases) in `[-0.1, 0.1)`.
+pub fn random_safetensors(specs: &[WeightSpec]) -> Result<Vec<u8>, String> {
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (index, spec) in specs.iter().enumerate() {
+        let len: usize = spec.shape.iter().product();
+        let scale = if spec.shape.len() == 1 {
+            0.1
+        } else {
+            let fan_in: usize = spec.shape.iter().skip(1).product::<usize>().max(1);
+            (3.0 / fan_in as f32).sqrt()
+        };
+        let values = random_values(len, index as u64 + 1, scale);
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            spec.name.clone(),
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": spec.shape,
+                "data_offsets": [start, data.len()],
+            }),
+        );
+    }
+    let mut header = serde_json::Value::Object(header).to_string();
+    while !header.len().is_multiple_of(8) {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&data);
+    Ok(bytes)
+}
+
+/// The median of `samples` (sorted in place); 0 if empty.
+pub fn median(samples: &mut [f64]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+/// The 1-minute load average (Linux), if readable.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The fp32 FMA peak of one core: independent register-resident
+/// accumulator chains (enough to hide the FMA latency on every FMA port),
+/// no memory traffic, at the vector width of the kernel tier in use.
+pub mod peak {
+    use cnnc_runtime::Tier;
+
+    /// Iterations of one call (each iterates every chain once).
+    pub const ITERATIONS: usize = 1 << 16;
+
+    /// A peak loop for one vector width.
+    #[derive(Clone, Copy, Debug)]
+    pub struct PeakLoop {
+        /// `zmm` (AVX-512) or `ymm` (AVX2 + FMA).
+        pub name: &'static str,
+        /// Floating-point operations per [`call`](Self::call) (an FMA
+        /// counts two per lane).
+        pub flops_per_call: u64,
+        run: fn(usize, f32, f32) -> f32,
+    }
+
+    impl PeakLoop {
+        /// The loop matching `tier` (the widest FMA the tier's kernels
+        /// use), if the CPU has it; `None` for the portable and reference
+        /// tiers, which have no FMA.
+        pub fn for_tier(tier: Tier) -> Option<PeakLoop> {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if tier == Tier::Avx512 && Tier::Avx512.is_available() {
+                    return Some(PeakLoop {
+                        name: "zmm",
+                        flops_per_call: (ITERATIONS * x86::ZMM_CHAINS * 16 * 2) as u64,
+                        run: x86::zmm_checked,
+                    });
+                }
+                if tier == Tier::Avx2 && Tier::Avx2.is_available() {
+                    return Some(PeakLoop {
+                        name: "ymm",
+                        flops_per_call: (ITERATIONS * x86::YMM_CHAINS * 8 * 2) as u64,
+                        run: x86::ymm_checked,
+                    });
+                }
+            }
+            let _ = tier;
+            None
+        }
+
+        /// Runs the loop once ([`ITERATIONS`] iterations); the result only
+        /// keeps the work from being optimized away.
+        pub fn call(&self) -> f32 {
+            (self.run)(
+                std::hint::black_box(ITERATIONS),
+                std::hint::black_box(0.999),
+                std::hint::black_box(0.001),
+            )
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use core::arch::x86_64::*;
+
+        use cnnc_runtime::Tier;
+
+        /// `zmm` chains: 24 accumulators + 2 constants of 32 registers.
+        pub const ZMM_CHAINS: usize = 24;
+        /// `ymm` chains: 12 accumulators + 2 constants of 16 registers.
+        pub const YMM_CHAINS: usize = 12;
+
+        /// [`zmm`] behind a run-time check (0 without AVX-512F).
+        pub fn zmm_checked(iterations: usize, a: f32, b: f32) -> f32 {
+            if Tier::Avx512.is_available() {
+                // SAFETY: the AVX-512 tier's detection includes AVX-512F.
+                unsafe { zmm(iterations, a, b) }
+            } else {
+                0.0
+            }
+        }
+
+        /// [`ymm`] behind a run-time check (0 without AVX2 and FMA).
+        pub fn ymm_checked(iterations: usize, a: f32, b: f32) -> f32 {
+            if Tier::Avx2.is_available() {
+                // SAFETY: the AVX2 tier's detection includes AVX2 and FMA.
+                unsafe { ymm(iterations, a, b) }
+            } else {
+                0.0
+            }
+        }
+
+        /// `acc = acc · a + b` on [`ZMM_CHAINS`] `zmm` registers.
+        ///
+        /// # Safety
+        /// AVX-512F must be available.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn zmm(iterations: usize, a: f32, b: f32) -> f32 {
+            let (a, b) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
+            let mut acc = [_mm512_setzero_ps(); ZMM_CHAINS];
+            for _ in 0..iterations {
+                for x in acc.iter_mut() {
+                    *x = _mm512_fmadd_ps(*x, a, b);
+                }
+            }
+            let sum = acc
+                .iter()
+                .fold(_mm512_setzero_ps(), |s, x| _mm512_add_ps(s, *x));
+            _mm512_reduce_add_ps(sum)
+        }
+
+        /// `acc = acc · a + b` on [`YMM_CHAINS`] `ymm` registers.
+        ///
+        /// # Safety
+        /// AVX2 and FMA must be available.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn ymm(iterations: usize, a: f32, b: f32) -> f32 {
+            let (a, b) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+            let mut acc = [_mm256_setzero_ps(); YMM_CHAINS];
+            for _ in 0..iterations {
+                for x in acc.iter_mut() {
+                    *x = _mm256_fmadd_ps(*x, a, b);
+                }
+            }
+            let sum = acc
+                .iter()
+                .fold(_mm256_setzero_ps(), |s, x| _mm256_add_ps(s, *x));
+            // Sum the eight lanes (not just the first).
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: `lanes` holds the eight floats the store writes.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+            lanes.iter().sum()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
