@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use cnnc_kernels::geometry::Conv2dGeometry;
-use cnnc_kernels::ops::conv::{Algorithm, Conv2dOp, Conv2dSpec};
+use cnnc_kernels::ops::conv::{Algorithm, BottleneckOp, Conv2dOp, Conv2dSpec};
 use cnnc_kernels::ops::Context;
 use cnnc_kernels::{kernels_for, reference, Activation, Kernels, Tier};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -313,5 +313,100 @@ fn bench_reference(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_peak, bench_layers, bench_reference);
+/// MobileNetV2's inverted residual blocks (expansion 1x1 + ReLU6,
+/// depthwise 3x3 + ReLU6, projection 1x1 [+ residual]) as [`BottleneckOp`]
+/// and as three [`Conv2dOp`]s run one after the other: `bottleneck/<tier>/
+/// <block>/fused` vs `…/layers`. `Gelem/s` is GFLOP/s of the three layers.
+fn bench_bottlenecks(c: &mut Criterion) {
+    // (name, input channels, expanded channels, output channels, input
+    // size, depthwise stride, residual); no expansion when expanded == 0.
+    let blocks: [(&str, usize, usize, usize, usize, usize, bool); 5] = [
+        ("features1_32_16_112", 32, 0, 16, 112, 1, false),
+        ("features2_16_96_24_112s2", 16, 96, 24, 112, 2, false),
+        ("features3_24_144_24_56", 24, 144, 24, 56, 1, true),
+        ("features4_24_144_32_56s2", 24, 144, 32, 56, 2, false),
+        ("features5_32_192_32_28", 32, 192, 32, 28, 1, true),
+    ];
+    let mut group = c.benchmark_group("bottleneck");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    for kernels in tiers() {
+        let ctx = Context::with(kernels, 1);
+        for (name, cin, expanded, cout, size, stride, residual) in blocks {
+            let channels = if expanded == 0 { cin } else { expanded };
+            let dw = geometry(channels, size, channels, 3, stride, 1, channels);
+            let out = dw.out_h;
+            let pack = |g: Conv2dGeometry, activation, residual, seed| {
+                let spec = Conv2dSpec::new(g, activation, true, residual);
+                let bias = values(g.out_channels, seed + 1);
+                Conv2dOp::pack(spec, &values(g.weight_len(), seed), Some(&bias))
+                    .expect("valid layer")
+            };
+            let expand = (expanded > 0).then(|| {
+                pack(
+                    geometry(cin, size, channels, 1, 1, 0, 1),
+                    Activation::Relu6,
+                    false,
+                    10,
+                )
+            });
+            let depthwise = pack(dw, Activation::Relu6, false, 20);
+            let project = pack(
+                geometry(channels, out, cout, 1, 1, 0, 1),
+                Activation::Identity,
+                residual,
+                30,
+            );
+            let fused =
+                BottleneckOp::from_layers(expand.as_ref(), &depthwise, &project).expect("chains");
+            let input = values(cin * size * size, 1);
+            let skip = residual.then(|| values(cout * out * out, 2));
+            let mut output = vec![0.0; cout * out * out];
+            let mut expanded_values = vec![0.0; channels * size * size];
+            let mut middle = vec![0.0; channels * out * out];
+            let mut scratch = vec![0.0; fused.scratch_len(1)];
+            let macs = expand.as_ref().map_or(0, |op| op.spec().geometry.macs())
+                + dw.macs()
+                + project.spec().geometry.macs();
+            group.throughput(Throughput::Elements(2 * macs));
+            let tier = kernels.tier().name();
+            group.bench_function(BenchmarkId::new(tier, format!("{name}/fused")), |bench| {
+                bench.iter(|| {
+                    fused
+                        .run(&ctx, 1, &input, skip.as_deref(), &mut output, &mut scratch)
+                        .expect("valid run")
+                })
+            });
+            group.bench_function(BenchmarkId::new(tier, format!("{name}/layers")), |bench| {
+                bench.iter(|| {
+                    let x = match &expand {
+                        Some(op) => {
+                            op.run(&ctx, 1, &input, None, &mut expanded_values, &mut [])
+                                .expect("valid run");
+                            &expanded_values
+                        }
+                        None => &input,
+                    };
+                    depthwise
+                        .run(&ctx, 1, x, None, &mut middle, &mut [])
+                        .expect("valid run");
+                    project
+                        .run(&ctx, 1, &middle, skip.as_deref(), &mut output, &mut [])
+                        .expect("valid run");
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_peak,
+    bench_layers,
+    bench_bottlenecks,
+    bench_reference
+);
 criterion_main!(benches);

@@ -155,6 +155,102 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Computes the output rows `rows` of one sample from a window of its
+    /// input: `input` holds the input rows `first_row..first_row + n` (all
+    /// the rows those outputs read that exist), `output` and `residual`
+    /// (when the spec has one) the output rows `rows`. Single-threaded;
+    /// every output goes through the same arithmetic as in [`Plan::run`].
+    /// For [`super::bottleneck`], which runs a layer band by band.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run_rows(
+        &self,
+        tier: Tier,
+        g: &Conv2dGeometry,
+        activation: Activation,
+        constants: &[f32],
+        input: &[f32],
+        first_row: usize,
+        rows: core::ops::Range<usize>,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) -> Result<(), OpError> {
+        let in_row = g.in_w * g.in_channels;
+        let row_len = g.out_w * g.out_channels;
+        if in_row == 0 || !input.len().is_multiple_of(in_row) || rows.end > g.out_h {
+            return Err(super::spec_error(
+                "a depthwise window of rows out of bounds",
+            ));
+        }
+        let in_rows = input.len() / in_row;
+        super::check_len("output", output.len(), rows.len() * row_len)?;
+        if let Some(residual) = residual {
+            super::check_len("residual", residual.len(), rows.len() * row_len)?;
+        }
+        // The rows the outputs read must all be in the window (those below
+        // `first_row` or past its end may only be padding).
+        let span = (g.kernel[0] - 1) * g.dilation[0];
+        if let Some(first) = rows.clone().next() {
+            let lowest = (first * g.stride[0]).saturating_sub(g.padding[0]);
+            let highest = ((rows.end - 1) * g.stride[0] + span)
+                .saturating_sub(g.padding[0])
+                .min(g.in_h.saturating_sub(1));
+            if first_row > lowest || highest >= first_row + in_rows {
+                return Err(super::spec_error("a depthwise window misses input rows"));
+            }
+        }
+        let taps = g.kernel[0] * g.kernel[1];
+        super::check_len(
+            "constants",
+            constants.len(),
+            self.padded * (taps + usize::from(self.has_bias)),
+        )?;
+        let (weights, bias) = constants.split_at(taps * self.padded);
+        let kernel = row_kernel(tier, self.multiplier > 1);
+        let scalar_activation = matches!(activation, Activation::Sigmoid | Activation::Tanh);
+        for (index, oy) in rows.enumerate() {
+            let out_row = &mut output[index * row_len..][..row_len];
+            let job = Row {
+                input: input.as_ptr(),
+                in_w: g.in_w,
+                in_h: in_rows,
+                in_c: g.in_channels,
+                weights: weights.as_ptr(),
+                bias: if self.has_bias {
+                    bias.as_ptr()
+                } else {
+                    core::ptr::null()
+                },
+                padded: self.padded,
+                out_c: g.out_channels,
+                multiplier: self.multiplier,
+                kernel: g.kernel,
+                stride: g.stride,
+                dilation: g.dilation,
+                // Input row `iy` is row `iy - first_row` of the window: as
+                // if `first_row` more rows of padding were on top.
+                pad: [g.padding[0] + first_row, g.padding[1]],
+                out_w: g.out_w,
+                oy,
+                output: out_row.as_mut_ptr(),
+                residual: residual.map_or(core::ptr::null(), |r| r[index * row_len..].as_ptr()),
+                activation,
+            };
+            // SAFETY: the window holds `in_rows` whole input rows, the
+            // constants, output and residual rows were checked above;
+            // taps outside the window are skipped as padding, and the
+            // window covers every real row the outputs read (checked).
+            unsafe { kernel(&job) };
+            if scalar_activation {
+                for y in out_row.iter_mut() {
+                    *y = activation.apply(*y);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One output row of one sample, as raw pointers (built by `Plan::run`
 /// from checked slices).
 struct Row {
@@ -319,6 +415,22 @@ unsafe fn row<V: Simd, const GATHER: bool>(job: &Row) {
             pixels::<V, 1, GATHER>(job, ky, kx, ox);
         }
         let mut ox = interior;
+        let slide = !GATHER && job.kernel[1] == 3 && job.dilation[1] == 1;
+        match job.stride[1] {
+            1 if slide => {
+                while ox + SLIDE_PIXELS <= interior_end {
+                    slide_pixels::<V, 1>(job, ky, ox);
+                    ox += SLIDE_PIXELS;
+                }
+            }
+            2 if slide => {
+                while ox + SLIDE_PIXELS <= interior_end {
+                    slide_pixels::<V, 2>(job, ky, ox);
+                    ox += SLIDE_PIXELS;
+                }
+            }
+            _ => {}
+        }
         while ox + PIXELS <= interior_end {
             pixels::<V, PIXELS, GATHER>(job, ky, full, ox);
             ox += PIXELS;
@@ -326,6 +438,93 @@ unsafe fn row<V: Simd, const GATHER: bool>(job: &Row) {
         for ox in ox..interior_end {
             pixels::<V, 1, GATHER>(job, ky, full, ox);
         }
+    }
+}
+
+/// Output pixels of one [`slide_block`].
+const SLIDE_PIXELS: usize = 8;
+
+/// All output channels of the [`SLIDE_PIXELS`] interior pixels from `ox0`
+/// of a layer with 3 kernel columns, column dilation 1 and column stride
+/// `S`: blocks of 2 vectors where 32 registers allow it (AVX-512), else 1.
+///
+/// # Safety
+/// As [`row`], without `GATHER`; the pixels are interior (all their column
+/// taps inside the input).
+#[inline(always)]
+unsafe fn slide_pixels<V: Simd, const S: usize>(job: &Row, ky: (usize, usize), ox0: usize) {
+    let lanes = V::LANES;
+    let mut c = 0;
+    // SAFETY: every block lies inside the row, as `slide_block` requires.
+    unsafe {
+        if lanes >= 16 {
+            while c + lanes < job.out_c {
+                slide_block::<V, SLIDE_PIXELS, 2, S>(job, ky, ox0, c);
+                c += 2 * lanes;
+            }
+        }
+        while c < job.out_c {
+            slide_block::<V, SLIDE_PIXELS, 1, S>(job, ky, ox0, c);
+            c += lanes;
+        }
+    }
+}
+
+/// `NV` vectors of output channels from `c0` for the `P` interior pixels
+/// from `ox0`, 3 kernel columns, column stride `S`: each input column of a
+/// kernel row is loaded once and fed to every pixel whose window holds it
+/// (3 at stride 1), `(P - 1)·S + 3` loads for `3·P` FMAs per vector instead
+/// of `3·P`. Each output still adds its taps in `(ky, kx)` order, as
+/// [`block`] does, so both give the same bits.
+///
+/// # Safety
+/// As [`block`], with `kx` the full 3 columns.
+#[inline(always)]
+unsafe fn slide_block<V: Simd, const P: usize, const NV: usize, const S: usize>(
+    job: &Row,
+    ky: (usize, usize),
+    ox0: usize,
+    c0: usize,
+) {
+    let lanes = V::LANES;
+    let left = job.out_c - c0;
+    // SAFETY: as in `block`: full weight and bias loads stay inside the
+    // padded channels, input accesses within the `left` valid channels of
+    // interior columns of rows inside the input.
+    unsafe {
+        let mut acc = [[V::zero(); NV]; P];
+        if !job.bias.is_null() {
+            for v in 0..NV {
+                let bias = V::load(job.bias.add(c0 + v * lanes));
+                for acc in acc.iter_mut() {
+                    acc[v] = bias;
+                }
+            }
+        }
+        for ky in ky.0..ky.1 {
+            let iy = job.oy * job.stride[0] + ky * job.dilation[0] - job.pad[0];
+            let input_row = job.input.add(iy * job.in_w * job.in_c);
+            let first = input_row.add((ox0 * S - job.pad[1]) * job.in_c + c0);
+            let w = job.weights.add(ky * 3 * job.padded + c0);
+            let weights: [[V; NV]; 3] = core::array::from_fn(|kx| {
+                core::array::from_fn(|v| V::load(w.add(kx * job.padded + v * lanes)))
+            });
+            for j in 0..(P - 1) * S + 3 {
+                let column = first.add(j * job.in_c);
+                let x: [V; NV] = core::array::from_fn(|v| {
+                    load_edge::<V>(column.add(v * lanes), left - v * lanes)
+                });
+                for (kx, weights) in weights.iter().enumerate() {
+                    if j >= kx && (j - kx) % S == 0 && (j - kx) / S < P {
+                        let acc = &mut acc[(j - kx) / S];
+                        for v in 0..NV {
+                            acc[v] = x[v].mul_add(weights[v], acc[v]);
+                        }
+                    }
+                }
+            }
+        }
+        finish::<V, P, NV>(job, acc, ox0, c0);
     }
 }
 

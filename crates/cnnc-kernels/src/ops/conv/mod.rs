@@ -66,7 +66,9 @@ use super::{check_len, Buffer, Context, OpError};
 use crate::gemm::{PackedBRef, PANEL};
 use crate::geometry::Conv2dGeometry;
 use crate::Activation;
+pub use bottleneck::{BottleneckOp, BottleneckSpec};
 
+pub mod bottleneck;
 mod depthwise;
 mod gemm1x1;
 mod grouped;

@@ -814,3 +814,315 @@ fn only_winograd_needs_scratch() {
         }
     }
 }
+
+/// A random inverted-residual block: its three layers packed alone, and
+/// its input and residual.
+#[derive(Debug)]
+struct BlockCase {
+    batch: usize,
+    expand: Option<Conv2dSpec>,
+    depthwise: Conv2dSpec,
+    project: Conv2dSpec,
+    seed: u64,
+}
+
+impl BlockCase {
+    /// The three layers, packed from seeded random weights.
+    fn layers(&self) -> (Option<Conv2dOp>, Conv2dOp, Conv2dOp) {
+        let mut values = Values(self.seed);
+        let mut pack = |spec: Conv2dSpec| {
+            let sizes = check_geometry(&spec.geometry).expect("a valid geometry");
+            let weight = values.vec(sizes.weight);
+            let bias = spec
+                .has_bias
+                .then(|| values.vec(spec.geometry.out_channels));
+            Conv2dOp::pack(spec, &weight, bias.as_deref()).expect("packs")
+        };
+        (
+            self.expand.map(&mut pack),
+            pack(self.depthwise),
+            pack(self.project),
+        )
+    }
+
+    fn input(&self) -> Vec<f32> {
+        let g = self.expand.as_ref().unwrap_or(&self.depthwise).geometry;
+        Values(self.seed ^ 1).vec(self.batch * g.in_h * g.in_w * g.in_channels)
+    }
+
+    fn residual(&self) -> Option<Vec<f32>> {
+        let g = &self.project.geometry;
+        let len = self.batch * g.out_h * g.out_w * g.out_channels;
+        self.project
+            .has_residual
+            .then(|| Values(self.seed ^ 2).vec(len))
+    }
+
+    /// The three layers run one after the other.
+    fn unfused(&self, ctx: &Context) -> Vec<f32> {
+        let (expand, depthwise, project) = self.layers();
+        let run = |op: &Conv2dOp, x: &[f32], residual: Option<&[f32]>| {
+            let g = &op.spec().geometry;
+            let mut y = vec![0.0; self.batch * g.out_h * g.out_w * g.out_channels];
+            let mut scratch = vec![0.0; op.scratch_len(self.batch)];
+            op.run(ctx, self.batch, x, residual, &mut y, &mut scratch)
+                .expect("runs");
+            y
+        };
+        let mut x = self.input();
+        if let Some(expand) = &expand {
+            x = run(expand, &x, None);
+        }
+        let x = run(&depthwise, &x, None);
+        run(&project, &x, self.residual().as_deref())
+    }
+
+    /// The fused operator with bands of `band_rows`.
+    fn fused(&self, ctx: &Context, band_rows: usize) -> Vec<f32> {
+        let (expand, depthwise, project) = self.layers();
+        let op = BottleneckOp::from_layers(expand.as_ref(), &depthwise, &project)
+            .expect("the layers chain")
+            .with_band_rows(band_rows);
+        let g = &self.project.geometry;
+        let mut y = vec![0.0; self.batch * g.out_h * g.out_w * g.out_channels];
+        let mut scratch = vec![0.0; op.scratch_len(self.batch)];
+        let (input, residual) = (self.input(), self.residual());
+        op.run(
+            ctx,
+            self.batch,
+            &input,
+            residual.as_deref(),
+            &mut y,
+            &mut scratch,
+        )
+        .expect("runs");
+        y
+    }
+}
+
+/// Random blocks: with and without expansion, ragged channels, every
+/// stride, dilation and padding of the depthwise layer (rows and columns
+/// apart), activations, bias or not, a residual or not.
+fn arbitrary_block() -> impl Strategy<Value = BlockCase> {
+    (
+        (
+            1usize..=3,
+            1usize..=20,
+            proptest::option::of(1usize..=40),
+            1usize..=20,
+        ),
+        (
+            1usize..=13,
+            1usize..=13,
+            prop::sample::select(vec![1usize, 3, 5]),
+            1usize..=3,
+        ),
+        (
+            [1usize..=2, 1usize..=2],
+            [1usize..=2, 1usize..=2],
+            [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+        ),
+        (
+            0usize..ACTIVATIONS.len(),
+            0usize..ACTIVATIONS.len(),
+            0usize..ACTIVATIONS.len(),
+        ),
+        (any::<[bool; 4]>(), any::<u64>()),
+    )
+        .prop_filter_map(
+            "the depthwise layer has an output",
+            |(
+                (batch, cin, expanded, cout),
+                (h, w, kh, kw),
+                (stride, dilation, pad),
+                acts,
+                (flags, seed),
+            )| {
+                let channels = expanded.unwrap_or(cin);
+                let out = |len: usize, axis: usize, k: usize| {
+                    let padded = len + pad[axis] + pad[axis + 2];
+                    let span = dilation[axis] * (k - 1) + 1;
+                    (padded >= span && pad[axis].max(pad[axis + 2]) < span)
+                        .then(|| (padded - span) / stride[axis] + 1)
+                };
+                let (oh, ow) = (out(h, 0, kh)?, out(w, 1, kw)?);
+                let pointwise = |cin: usize, [h, w]: [usize; 2], cout: usize| {
+                    geometry(cin, [h, w], cout, [1, 1], [1, 1], [1, 1], [0; 4], 1)
+                };
+                let spec =
+                    |geometry: Conv2dGeometry, activation: usize, bias: bool, residual: bool| {
+                        Conv2dSpec::new(geometry, ACTIVATIONS[activation], bias, residual)
+                    };
+                let depthwise = geometry(
+                    channels,
+                    [h, w],
+                    channels,
+                    [kh, kw],
+                    stride,
+                    dilation,
+                    pad,
+                    channels,
+                );
+                if depthwise.out_h != oh || depthwise.out_w != ow {
+                    return None;
+                }
+                Some(BlockCase {
+                    batch,
+                    expand: expanded
+                        .map(|_| spec(pointwise(cin, [h, w], channels), acts.0, flags[0], false)),
+                    // (With one channel the rule would pick a plain GEMM.)
+                    depthwise: Conv2dSpec {
+                        algorithm: Algorithm::Depthwise,
+                        ..spec(depthwise, acts.1, flags[1], false)
+                    },
+                    project: spec(
+                        pointwise(channels, [oh, ow], cout),
+                        acts.2,
+                        flags[2],
+                        flags[3],
+                    ),
+                    seed,
+                })
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// The fused block gives the bits of its three layers run alone, for
+    /// every band size, thread count and tier.
+    #[test]
+    fn a_fused_block_gives_the_bits_of_its_layers(case in arbitrary_block()) {
+        for kernels in tiers() {
+            let expected = case.unfused(&Context::with(kernels, 1));
+            let out_h = case.depthwise.geometry.out_h;
+            for band_rows in [1, 2, 3, out_h] {
+                for threads in [1, 3] {
+                    let ctx = Context::with(kernels, threads);
+                    let what = format!("{:?}, bands of {band_rows}, {threads} threads", kernels.tier());
+                    assert_bits(&case.fused(&ctx, band_rows), &expected, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_mobilenet_block_fused_gives_the_bits_of_its_layers() {
+    // MobileNetV2's features.2 (16 → 96 → 96/2 → 24) and features.3 (24 →
+    // 144 → 144 → 24 + residual), at their real sizes: several bands, the
+    // budget's own band size.
+    let pointwise =
+        |cin, size, cout| geometry(cin, [size, size], cout, [1, 1], [1, 1], [1, 1], [0; 4], 1);
+    let dw = |c, size, stride| geometry(c, [size, size], c, [3, 3], [stride; 2], [1, 1], [1; 4], c);
+    let cases = [
+        BlockCase {
+            batch: 1,
+            expand: Some(Conv2dSpec::new(
+                pointwise(16, 112, 96),
+                Activation::Relu6,
+                true,
+                false,
+            )),
+            depthwise: Conv2dSpec::new(dw(96, 112, 2), Activation::Relu6, true, false),
+            project: Conv2dSpec::new(pointwise(96, 56, 24), Activation::Identity, true, false),
+            seed: 7,
+        },
+        BlockCase {
+            batch: 2,
+            expand: Some(Conv2dSpec::new(
+                pointwise(24, 56, 144),
+                Activation::Relu6,
+                true,
+                false,
+            )),
+            depthwise: Conv2dSpec::new(dw(144, 56, 1), Activation::Relu6, true, false),
+            project: Conv2dSpec::new(pointwise(144, 56, 24), Activation::Identity, true, true),
+            seed: 8,
+        },
+    ];
+    for case in cases {
+        let (expand, depthwise, project) = case.layers();
+        let op = BottleneckOp::from_layers(expand.as_ref(), &depthwise, &project).expect("chains");
+        assert!(op.spec().worth_fusing());
+        let band_rows = op.band_rows();
+        assert!(
+            band_rows > 1 && band_rows < case.depthwise.geometry.out_h,
+            "{band_rows}"
+        );
+        let expected = case.unfused(&Context::with(best(), 1));
+        for threads in [1, 2] {
+            let ctx = Context::with(best(), threads);
+            assert_bits(&case.fused(&ctx, band_rows), &expected, "mobilenet block");
+        }
+    }
+}
+
+#[test]
+fn layers_that_do_not_chain_are_refused() {
+    let pointwise =
+        |cin, size, cout| geometry(cin, [size, size], cout, [1, 1], [1, 1], [1, 1], [0; 4], 1);
+    let dw = geometry(8, [6, 6], 8, [3, 3], [1, 1], [1, 1], [1; 4], 8);
+    let spec = |g| Conv2dSpec::new(g, Activation::Identity, false, false);
+    let good = BottleneckSpec {
+        expand: Some(spec(pointwise(4, 6, 8))),
+        depthwise: spec(dw),
+        project: spec(pointwise(8, 6, 5)),
+    };
+    let constants = |spec: &BottleneckSpec| {
+        let len = [spec.expand, Some(spec.depthwise), Some(spec.project)]
+            .iter()
+            .flatten()
+            .map(|s| constants_len(s, &check_geometry(&s.geometry).expect("valid")).expect("fits"))
+            .sum::<usize>();
+        Buffer::zeroed(len)
+    };
+    assert!(BottleneckOp::from_constants(good, constants(&good)).is_ok());
+    // Too small to be worth fusing.
+    assert!(!good.worth_fusing());
+    let mut wrong_channels = good;
+    wrong_channels.project = spec(pointwise(7, 6, 5));
+    let mut not_depthwise = good;
+    not_depthwise.depthwise = spec(geometry(8, [6, 6], 8, [3, 3], [1, 1], [1, 1], [1; 4], 1));
+    let mut residual_in_the_middle = good;
+    residual_in_the_middle.depthwise.has_residual = true;
+    let mut wrong_size = good;
+    wrong_size.expand = Some(spec(pointwise(4, 5, 8)));
+    for bad in [
+        wrong_channels,
+        not_depthwise,
+        residual_in_the_middle,
+        wrong_size,
+    ] {
+        assert!(
+            BottleneckOp::from_constants(bad, Buffer::zeroed(10_000)).is_err(),
+            "{bad:?}"
+        );
+        assert!(!bad.worth_fusing());
+    }
+    // Wrong constants and buffer sizes are errors too.
+    assert!(BottleneckOp::from_constants(good, Buffer::zeroed(3)).is_err());
+    let op = BottleneckOp::from_constants(good, constants(&good)).expect("valid");
+    let ctx = Context::with(best(), 1);
+    let mut scratch = vec![0.0; op.scratch_len(1)];
+    let mut y = vec![0.0; 6 * 6 * 5];
+    assert!(op
+        .run(&ctx, 1, &[0.0; 10], None, &mut y, &mut scratch)
+        .is_err());
+    assert!(op
+        .run(
+            &ctx,
+            1,
+            &[0.0; 4 * 36],
+            Some(&y.clone()),
+            &mut y,
+            &mut scratch
+        )
+        .is_err());
+    assert!(op
+        .run(&ctx, 1, &[0.0; 4 * 36], None, &mut y, &mut [])
+        .is_err());
+    assert!(op
+        .run(&ctx, 1, &[0.0; 4 * 36], None, &mut y, &mut scratch)
+        .is_ok());
+}
