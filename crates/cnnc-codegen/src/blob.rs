@@ -41,6 +41,29 @@ pub(crate) fn pack(plan: &ExecPlan, weights: &WeightFile<'_>) -> Result<Blob, Co
                 cnnc_runtime::bind::conv2d(weights, *spec, module, *bias, bn, *flip)
                     .map(|op| op.constants().to_vec())
             }
+            (Kernel::Bottleneck(spec), StepWeights::Bottleneck { stages }) => {
+                let sources = crate::emit::bottleneck::sources(&step.name, stages)?;
+                let [expand, depthwise, project] = sources.map(|source| {
+                    source.map(|s| cnnc_runtime::bind::ConvWeights {
+                        module: s.module,
+                        bias: s.bias,
+                        batchnorm: s.batchnorm,
+                        flip: s.flip,
+                    })
+                });
+                match (depthwise, project) {
+                    (Some(depthwise), Some(project)) => {
+                        cnnc_runtime::bind::bottleneck(weights, **spec, expand, depthwise, project)
+                            .map(|op| op.constants().to_vec())
+                    }
+                    _ => {
+                        return Err(CodegenError::Internal(format!(
+                            "block `{}` without its depthwise layer or projection",
+                            step.name
+                        )))
+                    }
+                }
+            }
             (
                 Kernel::Linear(spec),
                 StepWeights::Linear {

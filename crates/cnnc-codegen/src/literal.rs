@@ -8,7 +8,7 @@
 //! module works wherever it is included.
 
 use cnnc_kernels::ops::concat::ConcatSpec;
-use cnnc_kernels::ops::conv::{Algorithm, Conv2dSpec};
+use cnnc_kernels::ops::conv::{Algorithm, BottleneckSpec, Conv2dSpec};
 use cnnc_kernels::ops::elementwise::{ActivationSpec, AddSpec};
 use cnnc_kernels::ops::layout::{Reorder, ReorderSpec};
 use cnnc_kernels::ops::linear::LinearSpec;
@@ -236,6 +236,31 @@ impl ToLiteral for Conv2dSpec {
                 has_bias: #has_bias,
                 has_residual: #has_residual,
                 algorithm: #algorithm,
+            }
+        }
+    }
+}
+
+impl ToLiteral for BottleneckSpec {
+    fn literal(&self) -> TokenStream {
+        let BottleneckSpec {
+            expand,
+            depthwise,
+            project,
+        } = self;
+        let expand = match expand {
+            Some(expand) => {
+                let expand = expand.literal();
+                quote!(Some(#expand))
+            }
+            None => quote!(None),
+        };
+        let (depthwise, project) = (depthwise.literal(), project.literal());
+        quote! {
+            ::cnnc_runtime::kernels::ops::conv::BottleneckSpec {
+                expand: #expand,
+                depthwise: #depthwise,
+                project: #project,
             }
         }
     }

@@ -156,6 +156,38 @@ fn bind_step(
             batchnorm.as_ref().map(|bn| (bn.module.as_str(), bn.eps)),
             *flip,
         ))?),
+        (Kernel::Bottleneck(spec), Some(StepWeights::Bottleneck { stages })) => {
+            let mut sources = Vec::with_capacity(3);
+            for stage in stages {
+                let StepWeights::Conv2d {
+                    module,
+                    bias,
+                    batchnorm,
+                    flip,
+                } = stage
+                else {
+                    return Err(mismatch());
+                };
+                sources.push(cnnc_runtime::bind::ConvWeights {
+                    module,
+                    bias: *bias,
+                    batchnorm: batchnorm.as_ref().map(|bn| (bn.module.as_str(), bn.eps)),
+                    flip: *flip,
+                });
+            }
+            let (expand, depthwise, project) = match sources[..] {
+                [expand, depthwise, project] => (Some(expand), depthwise, project),
+                [depthwise, project] => (None, depthwise, project),
+                _ => return Err(mismatch()),
+            };
+            LayerOp::Bottleneck(loaded(cnnc_runtime::bind::bottleneck(
+                file()?,
+                **spec,
+                expand,
+                depthwise,
+                project,
+            ))?)
+        }
         (
             Kernel::Linear(spec),
             Some(StepWeights::Linear {

@@ -77,7 +77,7 @@
 //! ```
 
 use cnnc_kernels::ops::concat::ConcatSpec;
-use cnnc_kernels::ops::conv::Conv2dSpec;
+use cnnc_kernels::ops::conv::{BottleneckSpec, Conv2dSpec};
 use cnnc_kernels::ops::elementwise::{ActivationSpec, AddSpec};
 use cnnc_kernels::ops::layout::{Reorder, ReorderSpec};
 use cnnc_kernels::ops::linear::LinearSpec;
@@ -87,6 +87,7 @@ use cnnc_kernels::ops::softmax::SoftmaxSpec;
 use cnnc_kernels::Activation;
 use cnnc_syntax::{Diagnostic, Diagnostics, Label, Span};
 
+use crate::fusion::{self, Bottleneck};
 use crate::graph::{Graph, NodeId};
 use crate::infer::{resolve_dim, GraphInfo};
 use crate::memory::{flatten_is_alias, MemoryPlan, Placement};
@@ -122,8 +123,8 @@ pub struct Step {
     pub node: NodeId,
     /// What runs, with its per-sample geometry.
     pub kernel: Kernel,
-    /// Where the weights come from (`Some` exactly for `conv2d`, `linear`
-    /// and `batchnorm2d` steps).
+    /// Where the weights come from (`Some` exactly for `conv2d`, `linear`,
+    /// `batchnorm2d` and `bottleneck` steps).
     pub weights: Option<StepWeights>,
     /// What the kernel reads, in the kernel's argument order: the main
     /// input, then a convolution's or linear layer's residual, an `add`'s
@@ -173,6 +174,10 @@ pub enum Kernel {
     },
     /// `conv2d`, with its fused epilogue and chosen algorithm.
     Conv2d(Conv2dSpec),
+    /// An inverted residual block run as one kernel ([`crate::fusion`]):
+    /// reads the block's input (and the projection's residual), writes the
+    /// projection's output.
+    Bottleneck(Box<BottleneckSpec>),
     /// `linear`, with its fused epilogue.
     Linear(LinearSpec),
     /// A standalone `batchnorm2d` (one the optimizer could not fold).
@@ -202,12 +207,13 @@ pub enum Kernel {
 impl Kernel {
     /// A short name: `reorder`, `copy`, `conv2d`, `linear`, `batchnorm2d`,
     /// `maxpool2d`, `avgpool2d`, `adaptive_avgpool2d`, `activation`, `add`,
-    /// `softmax`, `concat`.
+    /// `softmax`, `concat`, `bottleneck`.
     pub fn name(&self) -> &'static str {
         match self {
             Kernel::Reorder(_) => "reorder",
             Kernel::Copy { .. } => "copy",
             Kernel::Conv2d(_) => "conv2d",
+            Kernel::Bottleneck(_) => "bottleneck",
             Kernel::Linear(_) => "linear",
             Kernel::BatchNorm(_) => "batchnorm2d",
             Kernel::MaxPool(_) => "maxpool2d",
@@ -226,6 +232,11 @@ impl Kernel {
     pub fn algorithm(&self) -> Option<&'static str> {
         match self {
             Kernel::Conv2d(spec) => Some(spec.algorithm.name()),
+            Kernel::Bottleneck(spec) => Some(if spec.expand.is_some() {
+                "expand+depthwise+project"
+            } else {
+                "depthwise+project"
+            }),
             _ => None,
         }
     }
@@ -259,6 +270,12 @@ pub enum StepWeights {
         bias: bool,
         /// A batch-norm to fold into the weights when loading.
         batchnorm: Option<FoldedBatchNorm>,
+    },
+    /// A fused block: the weights of its convolutions, in order (each a
+    /// [`StepWeights::Conv2d`]).
+    Bottleneck {
+        /// The expansion's (if any), the depthwise layer's, the projection's.
+        stages: Vec<StepWeights>,
     },
     /// A standalone batch-norm: the module's four tensors `[C]`.
     BatchNorm {
@@ -338,6 +355,9 @@ impl Planner<'_> {
                 steps.push(step);
             }
         }
+        for block in fusion::bottlenecks(graph, self.info) {
+            self.fuse(&mut steps, &block)?;
+        }
 
         // The output edge: the last layer writes the caller's buffer when
         // the layouts agree; otherwise a reorder or a copy does.
@@ -375,6 +395,78 @@ impl Planner<'_> {
             arena_len: self.memory.arena_len(),
             steps,
         })
+    }
+
+    /// Replaces the steps of `block` by one [`Kernel::Bottleneck`] step at
+    /// the projection's place (the memory plan keeps the block's input
+    /// alive until there).
+    fn fuse(&self, steps: &mut Vec<Step>, block: &Bottleneck) -> Result<(), Diagnostics> {
+        let graph = self.graph;
+        let find = |node: NodeId| {
+            steps
+                .iter()
+                .position(|step| step.node == node)
+                .ok_or_else(|| internal(graph, node, "a fused layer has no step"))
+        };
+        let expand = block.expand.map(find).transpose()?;
+        let (depthwise, project) = (find(block.depthwise)?, find(block.project)?);
+        let stages: Vec<usize> = expand.into_iter().chain([depthwise, project]).collect();
+        let mut specs = Vec::with_capacity(3);
+        let mut weights = Vec::with_capacity(3);
+        for &index in &stages {
+            let step = &steps[index];
+            match (&step.kernel, &step.weights) {
+                (Kernel::Conv2d(spec), Some(stage @ StepWeights::Conv2d { .. })) => {
+                    specs.push(*spec);
+                    weights.push(stage.clone());
+                }
+                _ => {
+                    return Err(internal(
+                        graph,
+                        step.node,
+                        "a fused layer is not a convolution",
+                    ))
+                }
+            }
+        }
+        let [.., depthwise_spec, project_spec] = specs[..] else {
+            return Err(internal(
+                graph,
+                block.project,
+                "a fused block without layers",
+            ));
+        };
+        let spec = BottleneckSpec {
+            expand: expand.map(|_| specs[0]),
+            depthwise: depthwise_spec,
+            project: project_spec,
+        };
+        let first = &steps[stages[0]];
+        let last = &steps[project];
+        let mut inputs = vec![*first
+            .inputs
+            .first()
+            .ok_or_else(|| internal(graph, first.node, "a convolution without input"))?];
+        inputs.extend(last.inputs.iter().skip(1).copied());
+        let names: Vec<&str> = stages
+            .iter()
+            .map(|&index| steps[index].name.as_str())
+            .collect();
+        let fused = Step {
+            name: fused_name(&names),
+            node: block.project,
+            kernel: Kernel::Bottleneck(Box::new(spec)),
+            weights: Some(StepWeights::Bottleneck { stages: weights }),
+            inputs,
+            output: last.output,
+            in_place: false,
+            macs: stages.iter().map(|&index| steps[index].macs).sum(),
+        };
+        steps[project] = fused;
+        for &index in stages.iter().rev().skip(1) {
+            steps.remove(index);
+        }
+        Ok(())
     }
 
     /// The reorder of an edge value in `direction`, or a copy when NCHW and
@@ -647,6 +739,23 @@ impl Planner<'_> {
     }
 }
 
+/// The display name of fused layers: their common module path, then each
+/// one's rest (`features.2.conv.0.0 + 1.0 + 2`); the full names joined
+/// when they share no path.
+fn fused_name(names: &[&str]) -> String {
+    let parts: Vec<Vec<&str>> = names.iter().map(|name| name.split('.').collect()).collect();
+    let shortest = parts.iter().map(Vec::len).min().unwrap_or(0);
+    // Keep at least one component of each name.
+    let common = (0..shortest.saturating_sub(1))
+        .take_while(|&i| parts.iter().all(|p| p[i] == parts[0][i]))
+        .count();
+    if common == 0 {
+        return names.join(" + ");
+    }
+    let rests: Vec<String> = parts.iter().map(|p| p[common..].join(".")).collect();
+    format!("{}.{}", parts[0][..common].join("."), rests.join(" + "))
+}
+
 /// `(outer, dim, inner)` of a value of `shape` split at per-sample `axis`,
 /// for the stored layout: NHWC `[H, W, C]` for rank 3, the shape itself
 /// otherwise.
@@ -885,5 +994,110 @@ mod tests {
             plan.steps.last().map(|step| step.kernel.name()),
             Some("reorder")
         );
+    }
+
+    fn overlaps(a: Operand, b: Operand) -> bool {
+        match (a, b) {
+            (Operand::Arena(a), Operand::Arena(b)) => {
+                a.offset < b.offset + b.len && b.offset < a.offset + a.len
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn large_inverted_residual_blocks_run_as_one_step_that_never_overwrites_its_input() {
+        // Block 1 (dw + project) reads the input x; block 2 (expand, dw,
+        // project) reads block 1's output, which dies inside block 2: the
+        // fused step must not write over it (the memory plan keeps it
+        // alive until the projection). Each depthwise input is 1 MiB.
+        let (graph, plan) = plan(
+            "input x: [64, 64, 64]
+             d1 = conv2d(64, 3, padding=1, groups=64)
+             relu6
+             p1 = conv2d(16, 1)
+             e2 = conv2d(64, 1)
+             relu6
+             d2 = conv2d(64, 3, stride=2, padding=1, groups=64)
+             relu6
+             p2 = conv2d(24, 1)
+             flatten
+             fc = linear(10)",
+        );
+        assert_eq!(
+            kernels(&plan),
+            ["reorder", "bottleneck", "bottleneck", "reorder", "linear"]
+        );
+        let (block1, block2) = (&plan.steps[1], &plan.steps[2]);
+        assert_eq!(
+            (block1.name.as_str(), block2.name.as_str()),
+            ("d1 + p1", "e2 + d2 + p2")
+        );
+        assert_eq!(block2.node, find(&graph, "p2"));
+        assert_eq!(block1.inputs, [plan.steps[0].output]);
+        assert_eq!(block2.inputs, [block1.output]);
+        assert!(!overlaps(block2.output, block2.inputs[0]));
+        let Kernel::Bottleneck(spec) = &block2.kernel else {
+            panic!("a fused block")
+        };
+        let expand = spec.expand.expect("an expansion");
+        assert_eq!(expand.geometry.out_channels, 64);
+        assert_eq!(spec.depthwise.geometry.stride, [2, 2]);
+        assert_eq!(spec.project.activation, Activation::Identity);
+        assert_eq!(
+            block2.macs,
+            64 * 64 * (16 * 64) + 32 * 32 * 64 * 9 + 32 * 32 * (64 * 24)
+        );
+        let Some(StepWeights::Bottleneck { stages }) = &block2.weights else {
+            panic!("the block's weights")
+        };
+        let modules: Vec<&str> = stages
+            .iter()
+            .map(|stage| match stage {
+                StepWeights::Conv2d { module, .. } => module.as_str(),
+                _ => panic!("a convolution's weights"),
+            })
+            .collect();
+        assert_eq!(modules, ["e2", "d2", "p2"]);
+        assert!(matches!(&block1.kernel, Kernel::Bottleneck(spec) if spec.expand.is_none()));
+    }
+
+    #[test]
+    fn blocks_whose_middle_values_are_read_elsewhere_or_that_are_small_stay_apart() {
+        // `d`'s output is also added to the result: it must be stored.
+        let (_, shared) = plan(
+            "input x: [64, 64, 64]
+             e = conv2d(64, 1)
+             d = conv2d(64, 3, padding=1, groups=64)
+             p = conv2d(64, 1)
+             s = add(p, d)",
+        );
+        assert!(!kernels(&shared).contains(&"bottleneck"));
+        // Small: 64 KiB per depthwise input.
+        let (_, small) = plan(
+            "input x: [16, 32, 32]
+             e = conv2d(16, 1)
+             d = conv2d(16, 3, padding=1, groups=16)
+             p = conv2d(16, 1)",
+        );
+        assert_eq!(
+            kernels(&small),
+            ["reorder", "conv2d", "conv2d", "conv2d", "reorder"]
+        );
+    }
+
+    #[test]
+    fn fused_names_keep_the_common_module_path_once() {
+        assert_eq!(
+            fused_name(&[
+                "features.2.conv.0.0",
+                "features.2.conv.1.0",
+                "features.2.conv.2"
+            ]),
+            "features.2.conv.0.0 + 1.0 + 2"
+        );
+        assert_eq!(fused_name(&["a.b", "a.c"]), "a.b + c");
+        assert_eq!(fused_name(&["a", "a.c"]), "a + a.c");
+        assert_eq!(fused_name(&["#3 conv2d", "p"]), "#3 conv2d + p");
     }
 }

@@ -45,6 +45,7 @@
 
 pub mod dot;
 pub mod exec_plan;
+pub mod fusion;
 pub mod graph;
 pub mod infer;
 pub mod lower;

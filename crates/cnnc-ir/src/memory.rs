@@ -18,6 +18,8 @@
 //! input into its slot there). A value is **live** from the step that
 //! computes it to the last step that reads it, both included; the network's
 //! output stays live past the last step (it is copied out at the end).
+//! The input of a fused block ([`crate::fusion::bottlenecks`]) stays live
+//! until the block's projection: the fused kernel runs there and reads it.
 //! Values that are live at the same step never share memory, with two
 //! exceptions, which are the only ways a [`Placement`] other than
 //! [`Placement::Fresh`] arises:
@@ -217,6 +219,14 @@ pub fn plan_memory(graph: &Graph, info: &GraphInfo) -> Result<MemoryPlan, Diagno
         }
     }
     last_use[graph.output().index()] = order.len();
+    // A fused block ([`crate::fusion`]) runs at its projection's step and
+    // reads its input until then.
+    for block in crate::fusion::bottlenecks(graph, info) {
+        let (input, end) = (block.input.index(), step[block.project.index()]);
+        if end != usize::MAX {
+            last_use[input] = last_use[input].max(end);
+        }
+    }
 
     let mut buffers: Vec<Buffer> = Vec::new();
     let mut buffer_of = vec![usize::MAX; bound];

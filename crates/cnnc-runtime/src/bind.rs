@@ -55,7 +55,7 @@
 
 use std::borrow::Cow;
 
-use cnnc_kernels::ops::conv::{Conv2dOp, Conv2dSpec};
+use cnnc_kernels::ops::conv::{BottleneckOp, BottleneckSpec, Conv2dOp, Conv2dSpec};
 use cnnc_kernels::ops::linear::{LinearOp, LinearSpec};
 use cnnc_kernels::ops::norm::{BatchNormOp, BatchNormSpec};
 use cnnc_kernels::ops::OpError;
@@ -113,6 +113,55 @@ pub fn conv2d(
         )?));
     }
     Conv2dOp::pack(spec, &weight, own_bias.as_deref()).map_err(|e| op_error(module, e))
+}
+
+/// Where one convolution of a fused block takes its weights: the
+/// arguments of [`conv2d`] besides the file and the spec.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvWeights<'a> {
+    /// The module (`features.2.conv.0.0`).
+    pub module: &'a str,
+    /// Whether the module has its own `.bias`.
+    pub bias: bool,
+    /// A batch-norm folded into the layer (module, `eps`).
+    pub batchnorm: Option<(&'a str, f64)>,
+    /// Rotate the kernels by 180°.
+    pub flip: bool,
+}
+
+/// Loads and packs the convolutions of a fused inverted residual block
+/// (each as [`conv2d`] does) and fuses them.
+pub fn bottleneck(
+    weights: &WeightFile<'_>,
+    spec: BottleneckSpec,
+    expand: Option<ConvWeights<'_>>,
+    depthwise: ConvWeights<'_>,
+    project: ConvWeights<'_>,
+) -> Result<BottleneckOp, Error> {
+    let load = |spec: Conv2dSpec, source: ConvWeights<'_>| {
+        conv2d(
+            weights,
+            spec,
+            source.module,
+            source.bias,
+            source.batchnorm,
+            source.flip,
+        )
+    };
+    let expand = match (spec.expand, expand) {
+        (Some(spec), Some(source)) => Some(load(spec, source)?),
+        (None, None) => None,
+        _ => {
+            return Err(layer_error(
+                project.module,
+                "the block's expansion and its weights disagree",
+            ))
+        }
+    };
+    let depthwise = load(spec.depthwise, depthwise)?;
+    let project_op = load(spec.project, project)?;
+    BottleneckOp::from_layers(expand.as_ref(), &depthwise, &project_op)
+        .map_err(|e| op_error(project.module, e))
 }
 
 /// Loads, checks, folds and packs a linear layer's weights: `.weight`

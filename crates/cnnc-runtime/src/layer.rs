@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use cnnc_kernels::ops::concat::ConcatOp;
-use cnnc_kernels::ops::conv::Conv2dOp;
+use cnnc_kernels::ops::conv::{BottleneckOp, Conv2dOp};
 use cnnc_kernels::ops::elementwise::{ActivationOp, AddOp};
 use cnnc_kernels::ops::layout::ReorderOp;
 use cnnc_kernels::ops::linear::LinearOp;
@@ -62,6 +62,9 @@ pub enum LayerOp {
     },
     /// A convolution; a second input is its residual.
     Conv2d(Conv2dOp),
+    /// A fused inverted residual block; a second input is its projection's
+    /// residual.
+    Bottleneck(BottleneckOp),
     /// A linear layer; a second input is its residual.
     Linear(LinearOp),
     /// A standalone batch-norm.
@@ -109,6 +112,7 @@ impl Layer {
     pub fn scratch_len(&self, batch: usize) -> usize {
         match &self.op {
             LayerOp::Conv2d(op) => op.scratch_len(batch),
+            LayerOp::Bottleneck(op) => op.scratch_len(batch),
             // `a + a` in place: `a` is copied to the scratch first.
             LayerOp::Add(_) if self.in_place && self.inputs.get(1) == Some(&self.output) => {
                 match self.output {
@@ -218,6 +222,7 @@ impl Layer {
                 out.copy_from_slice(source);
             }
             LayerOp::Conv2d(op) => op.run(ctx, batch, input(0)?, optional(1)?, out, scratch)?,
+            LayerOp::Bottleneck(op) => op.run(ctx, batch, input(0)?, optional(1)?, out, scratch)?,
             LayerOp::Linear(op) => op.run(ctx, batch, input(0)?, optional(1)?, out)?,
             LayerOp::BatchNorm(op) => op.run(ctx, batch, input(0)?, out)?,
             LayerOp::MaxPool(op) => op.run(ctx, batch, input(0)?, out)?,

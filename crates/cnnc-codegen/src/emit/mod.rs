@@ -16,6 +16,7 @@
 mod activation;
 mod add;
 mod batchnorm;
+pub(crate) mod bottleneck;
 mod concat;
 mod conv2d;
 mod copy;
@@ -88,6 +89,7 @@ pub(crate) struct StepInput<'a> {
 fn emit_step(input: &StepInput<'_>) -> Result<StepCode, CodegenError> {
     match &input.step.kernel {
         Kernel::Conv2d(spec) => conv2d::emit(input, spec),
+        Kernel::Bottleneck(spec) => bottleneck::emit(input, spec),
         Kernel::Linear(spec) => linear::emit(input, spec),
         Kernel::BatchNorm(spec) => batchnorm::emit(input, spec),
         Kernel::MaxPool(spec) => Ok(pool::emit_max(input, spec)),
