@@ -419,14 +419,23 @@ unsafe fn row<V: Simd, const GATHER: bool>(job: &Row) {
         match job.stride[1] {
             1 if slide => {
                 while ox + SLIDE_PIXELS <= interior_end {
-                    slide_pixels::<V, 1>(job, ky, ox);
+                    slide_pixels::<V, SLIDE_PIXELS, 1>(job, ky, ox);
                     ox += SLIDE_PIXELS;
+                }
+                // Narrow maps (7x7, 14x14) and the rest of wider rows.
+                while ox + SLIDE_PIXELS / 2 <= interior_end {
+                    slide_pixels::<V, { SLIDE_PIXELS / 2 }, 1>(job, ky, ox);
+                    ox += SLIDE_PIXELS / 2;
                 }
             }
             2 if slide => {
                 while ox + SLIDE_PIXELS <= interior_end {
-                    slide_pixels::<V, 2>(job, ky, ox);
+                    slide_pixels::<V, SLIDE_PIXELS, 2>(job, ky, ox);
                     ox += SLIDE_PIXELS;
+                }
+                while ox + SLIDE_PIXELS / 2 <= interior_end {
+                    slide_pixels::<V, { SLIDE_PIXELS / 2 }, 2>(job, ky, ox);
+                    ox += SLIDE_PIXELS / 2;
                 }
             }
             _ => {}
@@ -441,30 +450,35 @@ unsafe fn row<V: Simd, const GATHER: bool>(job: &Row) {
     }
 }
 
-/// Output pixels of one [`slide_block`].
+/// Output pixels of one [`slide_block`] (half as many for the rest of a
+/// row).
 const SLIDE_PIXELS: usize = 8;
 
-/// All output channels of the [`SLIDE_PIXELS`] interior pixels from `ox0`
-/// of a layer with 3 kernel columns, column dilation 1 and column stride
-/// `S`: blocks of 2 vectors where 32 registers allow it (AVX-512), else 1.
+/// All output channels of the `P` interior pixels from `ox0` of a layer
+/// with 3 kernel columns, column dilation 1 and column stride `S`: blocks
+/// of 2 vectors where 32 registers allow it (AVX-512), else 1.
 ///
 /// # Safety
 /// As [`row`], without `GATHER`; the pixels are interior (all their column
 /// taps inside the input).
 #[inline(always)]
-unsafe fn slide_pixels<V: Simd, const S: usize>(job: &Row, ky: (usize, usize), ox0: usize) {
+unsafe fn slide_pixels<V: Simd, const P: usize, const S: usize>(
+    job: &Row,
+    ky: (usize, usize),
+    ox0: usize,
+) {
     let lanes = V::LANES;
     let mut c = 0;
     // SAFETY: every block lies inside the row, as `slide_block` requires.
     unsafe {
         if lanes >= 16 {
             while c + lanes < job.out_c {
-                slide_block::<V, SLIDE_PIXELS, 2, S>(job, ky, ox0, c);
+                slide_block::<V, P, 2, S>(job, ky, ox0, c);
                 c += 2 * lanes;
             }
         }
         while c < job.out_c {
-            slide_block::<V, SLIDE_PIXELS, 1, S>(job, ky, ox0, c);
+            slide_block::<V, P, 1, S>(job, ky, ox0, c);
             c += lanes;
         }
     }
