@@ -96,19 +96,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "cannot write `{}`: the directory `{}` does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
     let temp = dir.join(format!(
         ".{}.{}.tmp",
         file_name.to_string_lossy(),
         std::process::id()
     ));
     let result = (|| -> Result<()> {
-        let mut file =
-            fs::File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
-        file.write_all(bytes)
-            .with_context(|| format!("cannot write {}", temp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("cannot write {}", temp.display()))?;
-        fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        // Errors name the file asked for; the temporary file is ours.
+        let context = || format!("cannot write `{}`", path.display());
+        let mut file = fs::File::create(&temp).with_context(context)?;
+        file.write_all(bytes).with_context(context)?;
+        file.sync_all().with_context(context)?;
+        fs::rename(&temp, path).with_context(context)?;
         Ok(())
     })();
     if result.is_err() {

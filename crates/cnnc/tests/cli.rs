@@ -94,7 +94,14 @@ fn graph_writes_dot_atomically() {
         out3.to_str().expect("utf-8"),
     ]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output.stderr).starts_with("error: cannot create"));
+    assert_eq!(
+        text(&output.stderr).trim_end(),
+        format!(
+            "error: cannot write `{}`: the directory `{}` does not exist",
+            out3.display(),
+            dir.join("missing/dir").display()
+        )
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .expect("dir")
         .filter_map(Result::ok)
