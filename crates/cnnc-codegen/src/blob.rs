@@ -41,21 +41,18 @@ pub(crate) fn pack(plan: &ExecPlan, weights: &WeightFile<'_>) -> Result<Blob, Co
                 cnnc_runtime::bind::conv2d(weights, *spec, module, *bias, bn, *flip)
                     .map(|op| op.constants().to_vec())
             }
-            (Kernel::Bottleneck(spec), StepWeights::Bottleneck { stages }) => {
-                let sources = crate::emit::bottleneck::sources(&step.name, stages)?;
-                let [expand, depthwise, project] = sources.map(|source| {
-                    source.map(|s| cnnc_runtime::bind::ConvWeights {
-                        module: s.module,
-                        bias: s.bias,
-                        batchnorm: s.batchnorm,
-                        flip: s.flip,
-                    })
-                });
+            (Kernel::Bottleneck(spec), weights_of_block) => {
+                let [expand, depthwise, project] =
+                    crate::emit::bottleneck::sources(&step.name, weights_of_block)?;
                 match (depthwise, project) {
-                    (Some(depthwise), Some(project)) => {
-                        cnnc_runtime::bind::bottleneck(weights, **spec, expand, depthwise, project)
-                            .map(|op| op.constants().to_vec())
-                    }
+                    (Some(depthwise), Some(project)) => cnnc_runtime::bind::bottleneck(
+                        weights,
+                        **spec,
+                        expand.map(conv_weights),
+                        conv_weights(depthwise),
+                        conv_weights(project),
+                    )
+                    .map(|op| op.constants().to_vec()),
                     _ => {
                         return Err(CodegenError::Internal(format!(
                             "block `{}` without its depthwise layer or projection",
@@ -100,5 +97,21 @@ pub(crate) fn pack(plan: &ExecPlan, weights: &WeightFile<'_>) -> Result<Blob, Co
         Ok(Blob { bytes, segments })
     } else {
         Err(CodegenError::Weights(errors))
+    }
+}
+
+/// The runtime's name for a convolution's weight source.
+fn conv_weights(source: cnnc_ir::exec_plan::ConvSource<'_>) -> cnnc_runtime::bind::ConvWeights<'_> {
+    let cnnc_ir::exec_plan::ConvSource {
+        module,
+        bias,
+        batchnorm,
+        flip,
+    } = source;
+    cnnc_runtime::bind::ConvWeights {
+        module,
+        bias,
+        batchnorm,
+        flip,
     }
 }

@@ -156,36 +156,14 @@ fn bind_step(
             batchnorm.as_ref().map(|bn| (bn.module.as_str(), bn.eps)),
             *flip,
         ))?),
-        (Kernel::Bottleneck(spec), Some(StepWeights::Bottleneck { stages })) => {
-            let mut sources = Vec::with_capacity(3);
-            for stage in stages {
-                let StepWeights::Conv2d {
-                    module,
-                    bias,
-                    batchnorm,
-                    flip,
-                } = stage
-                else {
-                    return Err(mismatch());
-                };
-                sources.push(cnnc_runtime::bind::ConvWeights {
-                    module,
-                    bias: *bias,
-                    batchnorm: batchnorm.as_ref().map(|bn| (bn.module.as_str(), bn.eps)),
-                    flip: *flip,
-                });
-            }
-            let (expand, depthwise, project) = match sources[..] {
-                [expand, depthwise, project] => (Some(expand), depthwise, project),
-                [depthwise, project] => (None, depthwise, project),
-                _ => return Err(mismatch()),
-            };
+        (Kernel::Bottleneck(spec), Some(weights)) => {
+            let (expand, depthwise, project) = weights.bottleneck_sources().ok_or_else(mismatch)?;
             LayerOp::Bottleneck(loaded(cnnc_runtime::bind::bottleneck(
                 file()?,
                 **spec,
-                expand,
-                depthwise,
-                project,
+                expand.map(conv_weights),
+                conv_weights(depthwise),
+                conv_weights(project),
             ))?)
         }
         (
@@ -235,4 +213,20 @@ fn bind_step(
         }
         _ => return Err(mismatch()),
     })
+}
+
+/// The runtime's name for a convolution's weight source.
+fn conv_weights(source: cnnc_ir::exec_plan::ConvSource<'_>) -> cnnc_runtime::bind::ConvWeights<'_> {
+    let cnnc_ir::exec_plan::ConvSource {
+        module,
+        bias,
+        batchnorm,
+        flip,
+    } = source;
+    cnnc_runtime::bind::ConvWeights {
+        module,
+        bias,
+        batchnorm,
+        flip,
+    }
 }

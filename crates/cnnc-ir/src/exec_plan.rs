@@ -286,6 +286,60 @@ pub enum StepWeights {
     },
 }
 
+/// One convolution's weight source, borrowed from a
+/// [`StepWeights::Conv2d`]: the arguments of `cnnc_runtime::bind::conv2d`
+/// besides the file and the spec.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvSource<'a> {
+    /// The module.
+    pub module: &'a str,
+    /// Whether it has its own `.bias`.
+    pub bias: bool,
+    /// A folded batch-norm's module and `eps`.
+    pub batchnorm: Option<(&'a str, f64)>,
+    /// Rotate the kernels by 180°.
+    pub flip: bool,
+}
+
+impl StepWeights {
+    /// A convolution's source; `None` for other weights.
+    pub fn conv_source(&self) -> Option<ConvSource<'_>> {
+        match self {
+            StepWeights::Conv2d {
+                module,
+                bias,
+                batchnorm,
+                flip,
+            } => Some(ConvSource {
+                module,
+                bias: *bias,
+                batchnorm: batchnorm.as_ref().map(|bn| (bn.module.as_str(), bn.eps)),
+                flip: *flip,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A fused block's sources: `(expansion, depthwise, projection)`;
+    /// `None` unless these are [`StepWeights::Bottleneck`] of two or three
+    /// convolutions.
+    #[allow(clippy::type_complexity)]
+    pub fn bottleneck_sources(
+        &self,
+    ) -> Option<(Option<ConvSource<'_>>, ConvSource<'_>, ConvSource<'_>)> {
+        let StepWeights::Bottleneck { stages } = self else {
+            return None;
+        };
+        let sources: Option<Vec<ConvSource<'_>>> =
+            stages.iter().map(StepWeights::conv_source).collect();
+        match sources?[..] {
+            [expand, depthwise, project] => Some((Some(expand), depthwise, project)),
+            [depthwise, project] => Some((None, depthwise, project)),
+            _ => None,
+        }
+    }
+}
+
 /// Lowers a checked (usually optimized) graph, its info and its memory
 /// plan to an [`ExecPlan`]. Errors are internal (the three disagree: a bug
 /// in cnnc), reported at the layer concerned.

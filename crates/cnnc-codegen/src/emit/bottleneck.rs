@@ -1,7 +1,7 @@
 //! A fused inverted residual block (`BottleneckOp`): expansion (optional),
 //! depthwise convolution and projection run band by band.
 
-use cnnc_ir::exec_plan::StepWeights;
+use cnnc_ir::exec_plan::{ConvSource, StepWeights};
 use cnnc_kernels::ops::conv::{BottleneckSpec, Conv2dSpec};
 use quote::quote;
 
@@ -9,59 +9,28 @@ use super::{Build, StepCode, StepInput};
 use crate::literal::float64;
 use crate::CodegenError;
 
-/// One convolution's weights, borrowed from a [`StepWeights::Conv2d`].
-#[derive(Clone, Copy)]
-pub(crate) struct Source<'a> {
-    pub(crate) module: &'a str,
-    pub(crate) bias: bool,
-    pub(crate) batchnorm: Option<(&'a str, f64)>,
-    pub(crate) flip: bool,
-}
-
 /// The block's weights as `[expansion, depthwise, projection]` (the first
 /// `None` without expansion).
 pub(crate) fn sources<'a>(
     name: &str,
-    stages: &'a [StepWeights],
-) -> Result<[Option<Source<'a>>; 3], CodegenError> {
-    let mut sources = Vec::with_capacity(3);
-    for stage in stages {
-        let StepWeights::Conv2d {
-            module,
-            bias,
-            batchnorm,
-            flip,
-        } = stage
-        else {
-            return Err(CodegenError::Internal(format!(
-                "block `{name}`: a stage without convolution weights"
-            )));
-        };
-        sources.push(Source {
-            module,
-            bias: *bias,
-            batchnorm: batchnorm.as_ref().map(|bn| (bn.module.as_str(), bn.eps)),
-            flip: *flip,
-        });
-    }
-    match sources[..] {
-        [expand, depthwise, project] => Ok([Some(expand), Some(depthwise), Some(project)]),
-        [depthwise, project] => Ok([None, Some(depthwise), Some(project)]),
-        _ => Err(CodegenError::Internal(format!(
-            "block `{name}`: {} stages",
-            stages.len()
-        ))),
-    }
+    weights: &'a StepWeights,
+) -> Result<[Option<ConvSource<'a>>; 3], CodegenError> {
+    let (expand, depthwise, project) = weights.bottleneck_sources().ok_or_else(|| {
+        CodegenError::Internal(format!(
+            "block `{name}`: its weights are not two or three convolutions'"
+        ))
+    })?;
+    Ok([expand, Some(depthwise), Some(project)])
 }
 
 pub(crate) fn emit(input: &StepInput<'_>, spec: &BottleneckSpec) -> Result<StepCode, CodegenError> {
-    let Some(StepWeights::Bottleneck { stages }) = &input.step.weights else {
+    let Some(weights) = &input.step.weights else {
         return Err(CodegenError::Internal(format!(
             "block `{}` without its weights",
             input.step.name
         )));
     };
-    let [expand, Some(depthwise), Some(project)] = sources(&input.step.name, stages)? else {
+    let [expand, Some(depthwise), Some(project)] = sources(&input.step.name, weights)? else {
         return Err(CodegenError::Internal(format!(
             "block `{}` without its depthwise layer or projection",
             input.step.name
@@ -73,8 +42,8 @@ pub(crate) fn emit(input: &StepInput<'_>, spec: &BottleneckSpec) -> Result<StepC
             input.step.name
         )));
     }
-    let source = |source: Source<'_>| {
-        let Source {
+    let source = |source: ConvSource<'_>| {
+        let ConvSource {
             module,
             bias,
             batchnorm,

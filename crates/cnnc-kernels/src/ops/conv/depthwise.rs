@@ -20,7 +20,7 @@
 //!
 //! **Threads.** Output rows (over all samples) are cut into runs.
 
-use super::{DisjointSlice, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS};
+use super::{DisjointSlice, FirstError, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS};
 use crate::gemm::microkernel::activate;
 use crate::gemm::simd::Simd;
 use crate::gemm::PANEL;
@@ -97,71 +97,48 @@ impl Plan {
         } else {
             threads.saturating_mul(4).min(rows).max(1)
         };
-        let kernel = row_kernel(args.ctx.kernels().tier(), self.multiplier > 1);
-        let activation = args.spec.activation;
-        let scalar_activation = matches!(activation, Activation::Sigmoid | Activation::Tanh);
-        let (weights, bias) = args.constants.split_at(sizes.taps * self.padded);
+        let tier = args.ctx.kernels().tier();
         let output = DisjointSlice::new(output);
+        let errors = FirstError::default();
         args.ctx.parallel_for(tasks, |task| {
             let (first, end) = (task * rows / tasks, (task + 1) * rows / tasks);
-            // SAFETY: the row runs of distinct tasks are disjoint.
-            let Some(out) = (unsafe { output.range_mut(first * row_len..end * row_len) }) else {
-                return;
-            };
-            for (row, out_row) in (first..end).zip(out.chunks_exact_mut(row_len)) {
+            // Runs of rows of one sample each.
+            let mut row = first;
+            while row < end {
                 let (sample, oy) = (row / g.out_h, row % g.out_h);
-                let input = &args.input[sample * sizes.input..][..sizes.input];
-                let residual = args.residual.map_or(core::ptr::null(), |r| {
-                    r[row * row_len..][..row_len].as_ptr()
-                });
-                let job = Row {
-                    input: input.as_ptr(),
-                    in_w: g.in_w,
-                    in_h: g.in_h,
-                    in_c: g.in_channels,
-                    weights: weights.as_ptr(),
-                    bias: if self.has_bias {
-                        bias.as_ptr()
-                    } else {
-                        core::ptr::null()
-                    },
-                    padded: self.padded,
-                    out_c: g.out_channels,
-                    multiplier: self.multiplier,
-                    kernel: g.kernel,
-                    stride: g.stride,
-                    dilation: g.dilation,
-                    pad: [g.padding[0], g.padding[1]],
-                    out_w: g.out_w,
-                    oy,
-                    output: out_row.as_mut_ptr(),
-                    residual,
-                    activation,
+                let run_end = end.min((sample + 1) * g.out_h);
+                // SAFETY: the row runs of distinct tasks are disjoint.
+                let Some(out) = (unsafe { output.range_mut(row * row_len..run_end * row_len) })
+                else {
+                    return;
                 };
-                // SAFETY: `job` describes buffers whose sizes were checked
-                // against the geometry: the sample's input, the packed
-                // constants (`taps · C'` weights, `C'` bias), one output row
-                // and the matching residual row; `kernel` belongs to a tier
-                // this CPU supports (see `row_kernel`).
-                unsafe { kernel(&job) };
-                if scalar_activation {
-                    for y in out_row.iter_mut() {
-                        *y = activation.apply(*y);
-                    }
-                }
+                let residual = args.residual.map(|r| &r[row * row_len..run_end * row_len]);
+                errors.record(self.run_rows(
+                    tier,
+                    g,
+                    args.spec.activation,
+                    args.constants,
+                    &args.input[sample * sizes.input..][..sizes.input],
+                    0,
+                    oy..oy + (run_end - row),
+                    residual,
+                    out,
+                ));
+                row = run_end;
             }
         });
-        Ok(())
+        errors.into_result()
     }
 }
 
 impl Plan {
     /// Computes the output rows `rows` of one sample from a window of its
     /// input: `input` holds the input rows `first_row..first_row + n` (all
-    /// the rows those outputs read that exist), `output` and `residual`
-    /// (when the spec has one) the output rows `rows`. Single-threaded;
-    /// every output goes through the same arithmetic as in [`Plan::run`].
-    /// For [`super::bottleneck`], which runs a layer band by band.
+    /// the rows those outputs read that exist; the whole sample for
+    /// [`Plan::run`], whose tasks call this), `output` and `residual` (when
+    /// the spec has one) the output rows `rows`. Single-threaded. Each
+    /// output row is computed alone, so a window gives the same bits as the
+    /// whole sample; [`super::bottleneck`] runs a layer band by band with it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn run_rows(
         &self,
