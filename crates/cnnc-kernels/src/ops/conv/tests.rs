@@ -418,6 +418,11 @@ fn fixed_layers_of_every_kind_match_the_reference() {
         // Depthwise 3x3 stride 1 and 2 (MobileNet), multiplier 2, 5x5 dilated.
         geometry(40, [10, 9], 40, [3, 3], [1, 1], [1, 1], [1; 4], 40),
         geometry(40, [10, 9], 40, [3, 3], [2, 2], [1, 1], [1; 4], 40),
+        // Rows wide enough for 8- and 4-pixel sliding blocks (asymmetric
+        // padding; row stride 3 with column stride 1).
+        geometry(37, [13, 21], 37, [3, 3], [1, 1], [1, 1], [1; 4], 37),
+        geometry(20, [15, 40], 20, [3, 3], [2, 2], [1, 1], [1, 0, 0, 1], 20),
+        geometry(17, [16, 12], 17, [3, 3], [3, 1], [1, 1], [0, 1, 2, 1], 17),
         geometry(7, [6, 8], 14, [3, 3], [1, 1], [1, 1], [1; 4], 7),
         geometry(18, [12, 11], 18, [5, 5], [1, 2], [2, 1], [2, 3, 1, 0], 18),
         // Grouped 1x1 and 3x3 (ResNeXt-like), output channels per group ragged.
