@@ -42,24 +42,16 @@ pub(crate) fn pack(plan: &ExecPlan, weights: &WeightFile<'_>) -> Result<Blob, Co
                     .map(|op| op.constants().to_vec())
             }
             (Kernel::Bottleneck(spec), weights_of_block) => {
-                let [expand, depthwise, project] =
+                let (expand, depthwise, project) =
                     crate::emit::bottleneck::sources(&step.name, weights_of_block)?;
-                match (depthwise, project) {
-                    (Some(depthwise), Some(project)) => cnnc_runtime::bind::bottleneck(
-                        weights,
-                        **spec,
-                        expand.map(conv_weights),
-                        conv_weights(depthwise),
-                        conv_weights(project),
-                    )
-                    .map(|op| op.constants().to_vec()),
-                    _ => {
-                        return Err(CodegenError::Internal(format!(
-                            "block `{}` without its depthwise layer or projection",
-                            step.name
-                        )))
-                    }
-                }
+                cnnc_runtime::bind::bottleneck(
+                    weights,
+                    **spec,
+                    expand.map(conv_weights),
+                    conv_weights(depthwise),
+                    conv_weights(project),
+                )
+                .map(|op| op.constants().to_vec())
             }
             (
                 Kernel::Linear(spec),

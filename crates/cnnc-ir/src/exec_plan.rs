@@ -409,8 +409,8 @@ impl Planner<'_> {
                 steps.push(step);
             }
         }
-        for block in fusion::bottlenecks(graph, self.info) {
-            self.fuse(&mut steps, &block)?;
+        for block in self.memory.bottlenecks() {
+            self.fuse(&mut steps, block)?;
         }
 
         // The output edge: the last layer writes the caller's buffer when
@@ -574,9 +574,7 @@ impl Planner<'_> {
             Op::Input(_) => return Err(internal(graph, node, "a second input node")),
             Op::Dropout(_) => return Err(internal(graph, node, "a dropout that is not an alias")),
             Op::Conv2d(conv) => {
-                let geometry = self
-                    .info
-                    .conv2d_geometry(graph, node, 1)
+                let spec = fusion::conv_spec(graph, self.info, node)
                     .ok_or_else(|| internal(graph, node, "no convolution geometry"))?;
                 let epilogue = &conv.epilogue;
                 let batchnorm = conv.weights.folded_batchnorm.clone();
@@ -593,12 +591,7 @@ impl Planner<'_> {
                     batchnorm,
                     flip: conv.flip_kernel,
                 });
-                Kernel::Conv2d(Conv2dSpec::new(
-                    geometry,
-                    epilogue.activation,
-                    conv.bias || epilogue.bias,
-                    epilogue.residual,
-                ))
+                Kernel::Conv2d(spec)
             }
             Op::Linear(linear) => {
                 let &[in_features] = first_shape else {

@@ -1,6 +1,8 @@
 //! Layer fusions that change how the fast engines run a graph, not what it
-//! computes: the graph keeps its nodes; the memory plan and the execution
-//! plan both ask [`bottlenecks`] which groups run as one kernel.
+//! computes: the graph keeps its nodes; the memory plan asks [`bottlenecks`]
+//! which groups run as one kernel and records them
+//! ([`MemoryPlan::bottlenecks`](crate::MemoryPlan::bottlenecks)), and the
+//! execution plan fuses exactly those.
 //!
 //! **Inverted residual blocks** (MobileNetV2): a 1x1 expansion (optional),
 //! a depthwise convolution and a 1x1 projection, where each intermediate
@@ -31,9 +33,9 @@ pub struct Bottleneck {
     pub project: NodeId,
 }
 
-/// The spec of the convolution `node` as the execution plan builds it (one
-/// sample, the algorithm of [`Algorithm::choose`]), or `None` if `node` is
-/// not a convolution with a known geometry.
+/// The spec of the convolution `node` (one sample, the algorithm of
+/// [`Algorithm::choose`]) — the execution plan's, and what fusion decides
+/// on — or `None` if `node` is not a convolution with a known geometry.
 pub fn conv_spec(graph: &Graph, info: &GraphInfo, node: NodeId) -> Option<Conv2dSpec> {
     let Op::Conv2d(conv) = &graph.get(node)?.op else {
         return None;

@@ -55,6 +55,7 @@
 
 use cnnc_syntax::{Diagnostic, Diagnostics, Label, Span};
 
+use crate::fusion::Bottleneck;
 use crate::graph::{Graph, NodeId};
 use crate::infer::{checked_product, GraphInfo};
 use crate::op::Op;
@@ -96,9 +97,19 @@ pub struct MemoryPlan {
     order: Vec<NodeId>,
     arena_len: usize,
     naive_len: usize,
+    /// The fused blocks whose inputs the plan keeps alive.
+    bottlenecks: Vec<Bottleneck>,
 }
 
 impl MemoryPlan {
+    /// The inverted residual blocks that run fused
+    /// ([`crate::fusion::bottlenecks`]): the plan keeps each block's input
+    /// alive until its projection, so these (and only these) may run as
+    /// one step.
+    pub fn bottlenecks(&self) -> &[Bottleneck] {
+        &self.bottlenecks
+    }
+
     /// The slot of `node`'s value (every node of the planned graph has one).
     pub fn slot(&self, node: NodeId) -> Option<&Slot> {
         self.slots.get(node.index()).and_then(Option::as_ref)
@@ -221,7 +232,8 @@ pub fn plan_memory(graph: &Graph, info: &GraphInfo) -> Result<MemoryPlan, Diagno
     last_use[graph.output().index()] = order.len();
     // A fused block ([`crate::fusion`]) runs at its projection's step and
     // reads its input until then.
-    for block in crate::fusion::bottlenecks(graph, info) {
+    let bottlenecks = crate::fusion::bottlenecks(graph, info);
+    for block in &bottlenecks {
         let (input, end) = (block.input.index(), step[block.project.index()]);
         if end != usize::MAX {
             last_use[input] = last_use[input].max(end);
@@ -292,6 +304,7 @@ pub fn plan_memory(graph: &Graph, info: &GraphInfo) -> Result<MemoryPlan, Diagno
         arena_len,
         naive_len: usize::try_from(naive_len)
             .map_err(|_| internal(graph, graph.output(), "the activations' size overflows"))?,
+        bottlenecks,
     })
 }
 

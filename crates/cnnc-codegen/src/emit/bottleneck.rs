@@ -9,18 +9,17 @@ use super::{Build, StepCode, StepInput};
 use crate::literal::float64;
 use crate::CodegenError;
 
-/// The block's weights as `[expansion, depthwise, projection]` (the first
-/// `None` without expansion).
+/// The block's weights: `(expansion, depthwise, projection)`.
+#[allow(clippy::type_complexity)]
 pub(crate) fn sources<'a>(
     name: &str,
     weights: &'a StepWeights,
-) -> Result<[Option<ConvSource<'a>>; 3], CodegenError> {
-    let (expand, depthwise, project) = weights.bottleneck_sources().ok_or_else(|| {
+) -> Result<(Option<ConvSource<'a>>, ConvSource<'a>, ConvSource<'a>), CodegenError> {
+    weights.bottleneck_sources().ok_or_else(|| {
         CodegenError::Internal(format!(
             "block `{name}`: its weights are not two or three convolutions'"
         ))
-    })?;
-    Ok([expand, Some(depthwise), Some(project)])
+    })
 }
 
 pub(crate) fn emit(input: &StepInput<'_>, spec: &BottleneckSpec) -> Result<StepCode, CodegenError> {
@@ -30,12 +29,7 @@ pub(crate) fn emit(input: &StepInput<'_>, spec: &BottleneckSpec) -> Result<StepC
             input.step.name
         )));
     };
-    let [expand, Some(depthwise), Some(project)] = sources(&input.step.name, weights)? else {
-        return Err(CodegenError::Internal(format!(
-            "block `{}` without its depthwise layer or projection",
-            input.step.name
-        )));
-    };
+    let (expand, depthwise, project) = sources(&input.step.name, weights)?;
     if expand.is_some() != spec.expand.is_some() {
         return Err(CodegenError::Internal(format!(
             "block `{}`: its expansion and its weights disagree",

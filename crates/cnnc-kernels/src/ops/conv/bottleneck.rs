@@ -86,9 +86,13 @@ impl BottleneckSpec {
         }
     }
 
-    /// Checks each layer and that they chain; returns their sizes.
-    fn check(&self) -> Result<[Option<Sizes>; 3], OpError> {
-        let expand = self.expand.as_ref().map(check_spec).transpose()?;
+    /// Checks each layer and that they chain; returns their sizes (the
+    /// expansion's with its spec).
+    fn check(&self) -> Result<CheckedLayers, OpError> {
+        let expand = self
+            .expand
+            .map(|spec| check_spec(&spec).map(|sizes| (spec, sizes)))
+            .transpose()?;
         let depthwise = check_spec(&self.depthwise)?;
         let project = check_spec(&self.project)?;
         let dw = &self.depthwise.geometry;
@@ -120,9 +124,13 @@ impl BottleneckSpec {
                 "a bottleneck's projection must be a 1x1 GEMM reading the depthwise layer's output",
             ));
         }
-        Ok([expand, Some(depthwise), Some(project)])
+        Ok((expand, depthwise, project))
     }
 }
+
+/// The sizes of a checked block's layers: the expansion (with its spec),
+/// the depthwise layer, the projection.
+type CheckedLayers = (Option<(Conv2dSpec, Sizes)>, Sizes, Sizes);
 
 /// The fused layers (see the module documentation).
 #[derive(Debug)]
@@ -131,8 +139,8 @@ pub struct BottleneckOp {
     constants: Buffer,
     /// Where each layer's constants are in `constants`.
     ranges: [Range<usize>; 3],
-    /// The expansion's GEMM constants, when there is one.
-    expand: Option<GemmSegment>,
+    /// The expansion and its GEMM constants, when there is one.
+    expand: Option<(Conv2dSpec, GemmSegment)>,
     depthwise: depthwise::Plan,
     project: GemmSegment,
     /// Floats of one input and one output sample.
@@ -181,11 +189,9 @@ impl BottleneckOp {
     /// Rebuilds the operator from the constants [`BottleneckOp::constants`]
     /// returned for the same spec (e.g. embedded in generated code).
     pub fn from_constants(spec: BottleneckSpec, constants: Buffer) -> Result<Self, OpError> {
-        let [expand_sizes, Some(dw_sizes), Some(project_sizes)] = spec.check()? else {
-            return Err(spec_error("a bottleneck without its depthwise layer"));
-        };
+        let (expand, dw_sizes, project_sizes) = spec.check()?;
         let mut lens = [0usize; 3];
-        if let (Some(expand), Some(sizes)) = (&spec.expand, &expand_sizes) {
+        if let Some((expand, sizes)) = &expand {
             lens[0] = constants_len(expand, sizes)?;
         }
         lens[1] = constants_len(&spec.depthwise, &dw_sizes)?;
@@ -202,23 +208,26 @@ impl BottleneckOp {
         ];
 
         let dw = &spec.depthwise.geometry;
-        let expand = match (&spec.expand, &expand_sizes) {
-            (Some(expand), Some(sizes)) => {
-                Some(GemmSegment::new(&expand.geometry, sizes, expand.has_bias)?)
-            }
-            _ => None,
-        };
         let project = GemmSegment::new(
             &spec.project.geometry,
             &project_sizes,
             spec.project.has_bias,
         )?;
-        let input_len = expand_sizes.map_or(dw_sizes.input, |sizes| sizes.input);
-        let macs = [expand_sizes, Some(dw_sizes), Some(project_sizes)]
-            .iter()
-            .flatten()
-            .try_fold(0u64, |sum, sizes| sum.checked_add(sizes.macs))
-            .ok_or_else(too_large)?;
+        let input_len = expand.map_or(dw_sizes.input, |(_, sizes)| sizes.input);
+        let macs = [
+            expand.map(|(_, sizes)| sizes),
+            Some(dw_sizes),
+            Some(project_sizes),
+        ]
+        .iter()
+        .flatten()
+        .try_fold(0u64, |sum, sizes| sum.checked_add(sizes.macs))
+        .ok_or_else(too_large)?;
+        let expand = expand
+            .map(|(spec, sizes)| {
+                GemmSegment::new(&spec.geometry, &sizes, spec.has_bias).map(|seg| (spec, seg))
+            })
+            .transpose()?;
         let band_rows = band_rows(dw, spec.expand.is_some());
         let (e_len, d_len) = slot_lens(dw, band_rows, spec.expand.is_some());
         Ok(BottleneckOp {
@@ -377,8 +386,8 @@ impl Band<'_> {
         let (e, d) = self.slot.split_at_mut(op.e_len);
 
         // 1. The expanded rows, or the input rows themselves.
-        let source: &[f32] = match (&op.spec.expand, &op.expand) {
-            (Some(spec), Some(segment)) => {
+        let source: &[f32] = match &op.expand {
+            Some((spec, segment)) => {
                 let mut have = 0;
                 if let Some((cached_sample, first, count)) = self.cached {
                     if cached_sample == sample
@@ -412,7 +421,7 @@ impl Band<'_> {
                 self.cached = Some((sample, window.start, window.len()));
                 &e[..window.len() * in_row]
             }
-            _ => &x[window.start * in_row..window.end * in_row],
+            None => &x[window.start * in_row..window.end * in_row],
         };
 
         // 2. The depthwise rows.
