@@ -132,28 +132,6 @@ unsafe fn load_edge<V: Simd>(p: *const f32, valid: usize) -> V {
     }
 }
 
-/// Stores `LANES` or fewer values (the tile's ragged right edge).
-///
-/// # Safety
-/// `p` valid for `min(valid, LANES)` writes, `valid > 0`.
-#[inline(always)]
-unsafe fn store_edge<V: Simd>(x: V, p: *mut f32, valid: usize) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if valid >= V::LANES {
-            x.store(p)
-        } else {
-            x.store_partial(p, valid)
-        }
-    }
-}
-
-/// Number of vectors of the tile that hold at least one valid column.
-#[inline(always)]
-fn live_vectors<V: Simd, const NV: usize>(cols: usize) -> usize {
-    cols.div_ceil(V::LANES).min(NV)
-}
-
 /// The tile's starting accumulators: zero, or `C`'s current values.
 ///
 /// # Safety
@@ -165,17 +143,13 @@ pub(crate) unsafe fn init<V: Simd, const MR: usize, const NV: usize>(
     // SAFETY: the target-feature contract is the caller's.
     let mut acc = [[unsafe { V::zero() }; NV]; MR];
     if args.load_c {
-        let live = live_vectors::<V, NV>(args.cols);
+        let tail = tail::<V, NV>(args.cols);
         for (r, acc_row) in acc.iter_mut().enumerate() {
-            for (v, acc_v) in acc_row.iter_mut().enumerate().take(live) {
+            for (v, acc_v) in acc_row.iter_mut().enumerate() {
+                let valid = if v + 1 == NV { tail } else { V::LANES };
                 // SAFETY: row `r < MR` and columns below `cols` of the tile
                 // are inside `C` (the caller's contract).
-                *acc_v = unsafe {
-                    load_edge::<V>(
-                        args.c.add(r * args.ldc + v * V::LANES),
-                        args.cols - v * V::LANES,
-                    )
-                };
+                *acc_v = unsafe { load_edge::<V>(args.c.add(r * args.ldc + v * V::LANES), valid) };
             }
         }
     }
@@ -228,50 +202,124 @@ pub(crate) unsafe fn activate<V: Simd>(x: V, activation: Activation) -> V {
 /// target-feature contract of [`Simd`].
 #[inline(always)]
 pub(crate) unsafe fn finish<V: Simd, const MR: usize, const NV: usize>(
-    mut acc: [[V; NV]; MR],
+    acc: &mut [[V; NV]; MR],
     args: &MicroArgs,
 ) {
-    let live = live_vectors::<V, NV>(args.cols);
-    // SAFETY: every access below is inside the tile (row `< MR`, column
-    // `< cols`, or `< NV·LANES` for the padded bias), as the caller
-    // guarantees; the target-feature contract is the caller's.
+    // SAFETY (all calls below): forwarded from the caller.
     unsafe {
-        if args.last {
-            if !args.bias.is_null() {
-                for v in 0..live {
-                    let bias = V::load(args.bias.add(v * V::LANES));
-                    for acc_row in acc.iter_mut() {
-                        acc_row[v] = acc_row[v].add(bias);
+        if !args.last {
+            return store_tile::<V, MR, NV>(acc, args, |x| x);
+        }
+        // The activations that are a clamp get their own copy of the
+        // store loop with the bounds in registers: the common epilogues
+        // (bias + ReLU / ReLU6 / nothing) then cost two or three
+        // instructions per register and no branch.
+        match args.activation {
+            Activation::Identity => epilogue::<V, MR, NV>(acc, args, |x| x),
+            Activation::Relu => {
+                let zero = V::zero();
+                epilogue::<V, MR, NV>(acc, args, |x| zero.max(x))
+            }
+            Activation::Relu6 => {
+                let (zero, six) = (V::zero(), V::splat(6.0));
+                epilogue::<V, MR, NV>(acc, args, |x| six.min(zero.max(x)))
+            }
+            activation => {
+                epilogue::<V, MR, NV>(acc, args, |x| activate(x, activation));
+                if matches!(activation, Activation::Sigmoid | Activation::Tanh) {
+                    for r in 0..MR {
+                        let row =
+                            core::slice::from_raw_parts_mut(args.c.add(r * args.ldc), args.cols);
+                        for x in row {
+                            *x = activation.apply(*x);
+                        }
                     }
                 }
             }
-            if !args.residual.is_null() {
-                for (r, acc_row) in acc.iter_mut().enumerate() {
-                    for (v, acc_v) in acc_row.iter_mut().enumerate().take(live) {
-                        let p = args.residual.add(r * args.ldr + v * V::LANES);
-                        *acc_v = acc_v.add(load_edge::<V>(p, args.cols - v * V::LANES));
-                    }
-                }
-            }
-            if !matches!(args.activation, Activation::Identity) {
+        }
+    }
+}
+
+/// The last block's epilogue: bias, residual, then `activation`, fused into
+/// the store of each register.
+///
+/// # Safety
+/// As [`finish`].
+#[inline(always)]
+unsafe fn epilogue<V: Simd, const MR: usize, const NV: usize>(
+    acc: &mut [[V; NV]; MR],
+    args: &MicroArgs,
+    activation: impl Fn(V) -> V,
+) {
+    // SAFETY: the bias is valid for `NV·LANES` reads, the residual for the
+    // tile's valid columns (the caller's contract); the target-feature
+    // contract is the caller's.
+    unsafe {
+        if !args.bias.is_null() {
+            for v in 0..NV {
+                let bias = V::load(args.bias.add(v * V::LANES));
                 for acc_row in acc.iter_mut() {
-                    for acc_v in acc_row.iter_mut().take(live) {
-                        *acc_v = activate(*acc_v, args.activation);
-                    }
+                    acc_row[v] = acc_row[v].add(bias);
                 }
             }
         }
-        for (r, acc_row) in acc.iter().enumerate() {
-            for (v, acc_v) in acc_row.iter().enumerate().take(live) {
-                let p = args.c.add(r * args.ldc + v * V::LANES);
-                store_edge::<V>(*acc_v, p, args.cols - v * V::LANES);
+        if !args.residual.is_null() {
+            let tail = tail::<V, NV>(args.cols);
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                for (v, acc_v) in acc_row.iter_mut().enumerate() {
+                    let p = args.residual.add(r * args.ldr + v * V::LANES);
+                    let valid = if v + 1 == NV { tail } else { V::LANES };
+                    *acc_v = acc_v.add(load_edge::<V>(p, valid));
+                }
             }
         }
-        if args.last && matches!(args.activation, Activation::Sigmoid | Activation::Tanh) {
-            for r in 0..MR {
-                let row = core::slice::from_raw_parts_mut(args.c.add(r * args.ldc), args.cols);
-                for x in row {
-                    *x = args.activation.apply(*x);
+        store_tile::<V, MR, NV>(acc, args, activation);
+    }
+}
+
+/// The valid columns of a tile's last vector (`1..=LANES`): the drivers
+/// pick the variant with `NV = ⌈cols / LANES⌉`, so only the last vector can
+/// be partial.
+#[inline(always)]
+fn tail<V: Simd, const NV: usize>(cols: usize) -> usize {
+    debug_assert!(cols > (NV - 1) * V::LANES && cols <= NV * V::LANES);
+    cols - (NV - 1) * V::LANES
+}
+
+/// Stores the tile (only the valid lanes of its last vector), each
+/// register through `f` first.
+///
+/// Every loop runs to a constant (`MR`, `NV`) so that LLVM unrolls it and
+/// keeps the tile in registers, and the one run-time test (is the last
+/// vector whole?) is outside the loops.
+///
+/// # Safety
+/// `C` valid for the tile's `MR × cols` elements; the target-feature
+/// contract of [`Simd`].
+#[inline(always)]
+unsafe fn store_tile<V: Simd, const MR: usize, const NV: usize>(
+    acc: &[[V; NV]; MR],
+    args: &MicroArgs,
+    f: impl Fn(V) -> V,
+) {
+    let tail = tail::<V, NV>(args.cols);
+    // SAFETY: rows `< MR` and columns below `cols` are inside `C`.
+    unsafe {
+        if tail == V::LANES {
+            for (r, acc_row) in acc.iter().enumerate() {
+                for (v, acc_v) in acc_row.iter().enumerate() {
+                    f(*acc_v).store(args.c.add(r * args.ldc + v * V::LANES));
+                }
+            }
+        } else {
+            for (r, acc_row) in acc.iter().enumerate() {
+                for (v, acc_v) in acc_row.iter().enumerate() {
+                    let p = args.c.add(r * args.ldc + v * V::LANES);
+                    if v + 1 == NV {
+                        f(*acc_v).store_partial(p, tail);
+                    } else {
+                        f(*acc_v).store(p);
+                    }
                 }
             }
         }
@@ -295,7 +343,7 @@ pub(crate) unsafe fn direct<V: Simd, const MR: usize, const NV: usize>(args: &Mi
         let rows: [*const f32; MR] =
             core::hint::black_box(core::array::from_fn(|r| args.a.add(r * args.lda)));
         accumulate::<V, MR, NV>(&mut acc, &rows, args.b, args.b_panel_stride, args.kc);
-        finish::<V, MR, NV>(acc, args);
+        finish::<V, MR, NV>(&mut acc, args);
     }
 }
 
@@ -326,6 +374,6 @@ pub(crate) unsafe fn indirect<V: Simd, const MR: usize, const NV: usize>(args: &
             accumulate::<V, MR, NV>(&mut acc, &rows, b, args.b_panel_stride, args.kc);
             b = b.add(args.kc * PANEL);
         }
-        finish::<V, MR, NV>(acc, args);
+        finish::<V, MR, NV>(&mut acc, args);
     }
 }
