@@ -156,6 +156,41 @@ pub(crate) unsafe fn init<V: Simd, const MR: usize, const NV: usize>(
     acc
 }
 
+/// Evaluates `$body` with `$f` bound to a closure that applies `$activation`
+/// to one register of type `$V`: identity, ReLU and ReLU6 each get their own
+/// copy of `$body`, with their bounds in registers and no test per
+/// register; the others go through [`activate`]. For epilogues, whose store
+/// loops must stay free of per-register branches for LLVM to keep the
+/// accumulators in registers.
+///
+/// Used inside an `unsafe` block whose target-feature contract covers `$V`.
+macro_rules! with_activation {
+    ($V:ty, $activation:expr, |$f:ident| $body:expr) => {
+        match $activation {
+            $crate::Activation::Identity => {
+                let $f = |x: $V| x;
+                $body
+            }
+            $crate::Activation::Relu => {
+                let zero = <$V as $crate::gemm::simd::Simd>::zero();
+                let $f = move |x: $V| zero.max(x);
+                $body
+            }
+            $crate::Activation::Relu6 => {
+                let zero = <$V as $crate::gemm::simd::Simd>::zero();
+                let six = <$V as $crate::gemm::simd::Simd>::splat(6.0);
+                let $f = move |x: $V| six.min(zero.max(x));
+                $body
+            }
+            other => {
+                let $f = move |x: $V| $crate::gemm::microkernel::activate(x, other);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_activation;
+
 /// Applies the vectorizable activations to one register.
 ///
 /// NaN propagates as in PyTorch: `max`/`min` return their second operand
@@ -210,30 +245,12 @@ pub(crate) unsafe fn finish<V: Simd, const MR: usize, const NV: usize>(
         if !args.last {
             return store_tile::<V, MR, NV>(acc, args, |x| x);
         }
-        // The activations that are a clamp get their own copy of the
-        // store loop with the bounds in registers: the common epilogues
-        // (bias + ReLU / ReLU6 / nothing) then cost two or three
-        // instructions per register and no branch.
-        match args.activation {
-            Activation::Identity => epilogue::<V, MR, NV>(acc, args, |x| x),
-            Activation::Relu => {
-                let zero = V::zero();
-                epilogue::<V, MR, NV>(acc, args, |x| zero.max(x))
-            }
-            Activation::Relu6 => {
-                let (zero, six) = (V::zero(), V::splat(6.0));
-                epilogue::<V, MR, NV>(acc, args, |x| six.min(zero.max(x)))
-            }
-            activation => {
-                epilogue::<V, MR, NV>(acc, args, |x| activate(x, activation));
-                if matches!(activation, Activation::Sigmoid | Activation::Tanh) {
-                    for r in 0..MR {
-                        let row =
-                            core::slice::from_raw_parts_mut(args.c.add(r * args.ldc), args.cols);
-                        for x in row {
-                            *x = activation.apply(*x);
-                        }
-                    }
+        with_activation!(V, args.activation, |f| epilogue::<V, MR, NV>(acc, args, f));
+        if matches!(args.activation, Activation::Sigmoid | Activation::Tanh) {
+            for r in 0..MR {
+                let row = core::slice::from_raw_parts_mut(args.c.add(r * args.ldc), args.cols);
+                for x in row {
+                    *x = args.activation.apply(*x);
                 }
             }
         }

@@ -21,7 +21,7 @@
 //! **Threads.** Output rows (over all samples) are cut into runs.
 
 use super::{DisjointSlice, FirstError, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS};
-use crate::gemm::microkernel::activate;
+use crate::gemm::microkernel::with_activation;
 use crate::gemm::simd::Simd;
 use crate::gemm::PANEL;
 use crate::geometry::Conv2dGeometry;
@@ -632,6 +632,36 @@ unsafe fn finish<V: Simd, const P: usize, const NV: usize>(
     ox0: usize,
     c0: usize,
 ) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if job.out_c - c0 >= NV * V::LANES {
+            with_activation!(V, job.activation, |f| {
+                finish_with::<V, P, NV, true>(job, &acc, ox0, c0, f)
+            })
+        } else {
+            with_activation!(V, job.activation, |f| {
+                finish_with::<V, P, NV, false>(job, &acc, ox0, c0, f)
+            })
+        }
+    }
+}
+
+/// [`finish`] with the activation as `f`, for a block whose vectors are
+/// all whole (`FULL`) or whose last vector is partial. Loops to constants,
+/// nothing tested per register: LLVM unrolls them and keeps the
+/// accumulators in registers (with a run-time trip count or an activation
+/// matched per register, it stored them to the stack first).
+///
+/// # Safety
+/// As [`block`], with `FULL` only if `out_c - c0 ≥ NV·LANES`.
+#[inline(always)]
+unsafe fn finish_with<V: Simd, const P: usize, const NV: usize, const FULL: bool>(
+    job: &Row,
+    acc: &[[V; NV]; P],
+    ox0: usize,
+    c0: usize,
+    f: impl Fn(V) -> V,
+) {
     let lanes = V::LANES;
     let left = job.out_c - c0;
     // SAFETY: as in `block`: the `left` valid channels of pixels inside
@@ -639,20 +669,17 @@ unsafe fn finish<V: Simd, const P: usize, const NV: usize>(
     unsafe {
         for (p, acc) in acc.iter().enumerate() {
             let offset = (ox0 + p) * job.out_c + c0;
-            let out = job.output.add(offset);
-            let residual = if job.residual.is_null() {
-                job.residual
-            } else {
-                job.residual.add(offset)
-            };
             for (v, &acc) in acc.iter().enumerate() {
-                let valid = left - v * lanes;
+                let valid = if FULL || v + 1 < NV {
+                    lanes
+                } else {
+                    left - v * lanes
+                };
                 let mut y = acc;
-                if !residual.is_null() {
-                    y = y.add(load_edge::<V>(residual.add(v * lanes), valid));
+                if !job.residual.is_null() {
+                    y = y.add(load_edge::<V>(job.residual.add(offset + v * lanes), valid));
                 }
-                y = activate(y, job.activation);
-                store_edge(y, out.add(v * lanes), valid);
+                store_edge(f(y), job.output.add(offset + v * lanes), valid);
             }
         }
     }
