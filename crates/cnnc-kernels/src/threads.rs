@@ -12,8 +12,15 @@
 //!   microsecond), then parks on a condition variable (a wake-up then costs
 //!   a futex call and a trip through the scheduler).
 //! - **No allocation per call.** The caller publishes a pointer to a job
-//!   record on its own stack (the task closure, the task count and a claim
-//!   counter); participants claim task indices with one `fetch_add` each.
+//!   record on its own stack (the task closure, the task count and one claim
+//!   counter per participant); participants claim task indices with one
+//!   `fetch_add` each.
+//! - **Same rows, same core.** The tasks are cut into one contiguous range
+//!   per participant, which it runs first before helping with the others'
+//!   (see [`Job`]): the caller takes the first tasks, the first worker the
+//!   next ones, and so on, in every job. Operators number their tasks in
+//!   output-row order, so a core mostly reads the rows it wrote itself in
+//!   the layer before, from its own L2.
 //! - **Scoped.** [`ThreadPool::run`] returns only once no worker can touch
 //!   the job record any more, so the task closure may borrow from the
 //!   caller's stack (the SAFETY argument is on [`ThreadPool::run`]).
@@ -79,31 +86,67 @@ struct Shared {
     shutdown: AtomicBool,
 }
 
+/// The most task ranges a job is cut into ([`Job`]); participants beyond
+/// it share ranges.
+const MAX_RANGES: usize = 16;
+
 /// One fork-join job, on the caller's stack for the duration of the call.
+///
+/// The tasks are cut into one contiguous range per participant (the caller
+/// is participant 0, worker `w` is participant `w`). A participant first
+/// runs the tasks of its own range, then helps with the others'. Operators
+/// cut their work so that task `i` of consecutive layers touches the same
+/// rows of the activations, so each core mostly reads what it wrote itself,
+/// from its own L2 (with one shared counter, which core ran which rows
+/// changed from layer to layer).
 struct Job<'a> {
     task: &'a (dyn Fn(usize) + Sync),
     tasks: usize,
-    /// The next task index to hand out.
-    next: AtomicUsize,
+    /// Ranges in use, `1..=MAX_RANGES`.
+    ranges: usize,
+    /// The next task index each range hands out.
+    next: [AtomicUsize; MAX_RANGES],
     /// The first panic of a task, resumed on the caller.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl Job<'_> {
-    /// Claims and runs tasks until none are left. A panic is recorded and
-    /// makes every participant stop claiming.
-    fn run_tasks(&self) {
-        loop {
-            let index = self.next.fetch_add(1, Ordering::Relaxed);
-            if index >= self.tasks {
-                return;
-            }
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (self.task)(index))) {
-                let mut slot = self.panic.lock().unwrap_or_else(PoisonError::into_inner);
-                slot.get_or_insert(payload);
-                // No further claims succeed.
-                self.next.store(self.tasks, Ordering::Relaxed);
-                return;
+    fn new(task: &(dyn Fn(usize) + Sync), tasks: usize, participants: usize) -> Job<'_> {
+        let ranges = participants.clamp(1, MAX_RANGES).min(tasks.max(1));
+        Job {
+            task,
+            tasks,
+            ranges,
+            next: core::array::from_fn(|range| AtomicUsize::new(range * tasks / ranges)),
+            panic: Mutex::new(None),
+        }
+    }
+
+    /// The end of range `range`'s tasks.
+    fn end(&self, range: usize) -> usize {
+        (range + 1) * self.tasks / self.ranges
+    }
+
+    /// Claims and runs tasks until none are left, its own range first. A
+    /// panic is recorded and makes every participant stop claiming.
+    fn run_tasks(&self, participant: usize) {
+        let home = participant % self.ranges;
+        for range in (home..self.ranges).chain(0..home) {
+            let end = self.end(range);
+            loop {
+                let index = self.next[range].fetch_add(1, Ordering::Relaxed);
+                if index >= end {
+                    break;
+                }
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (self.task)(index))) {
+                    let mut slot = self.panic.lock().unwrap_or_else(PoisonError::into_inner);
+                    slot.get_or_insert(payload);
+                    // No further claims succeed.
+                    for (range, next) in self.next.iter().enumerate().take(self.ranges) {
+                        next.store(self.end(range), Ordering::Relaxed);
+                    }
+                    return;
+                }
             }
         }
     }
@@ -139,7 +182,7 @@ impl ThreadPool {
             let worker_shared = Arc::clone(&shared);
             let spawned = std::thread::Builder::new()
                 .name(format!("cnnc-worker-{index}"))
-                .spawn(move || worker_loop(&worker_shared));
+                .spawn(move || worker_loop(&worker_shared, index));
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(_) => break,
@@ -178,12 +221,7 @@ impl ThreadPool {
             return;
         }
         let shared = &*self.shared;
-        let job = Job {
-            task,
-            tasks,
-            next: AtomicUsize::new(0),
-            panic: Mutex::new(None),
-        };
+        let job = Job::new(task, tasks, self.threads());
         // SAFETY argument for the erased lifetime of `job` (workers see it
         // as a `Job<'static>`):
         //
@@ -216,7 +254,7 @@ impl ThreadPool {
             shared.wake.notify_all();
         }
 
-        job.run_tasks();
+        job.run_tasks(0);
 
         shared.state.store(next_epoch << 1, Ordering::SeqCst);
         let mut spins = 0u32;
@@ -287,7 +325,8 @@ fn wait_for_job(shared: &Shared, seen: u64) -> Option<u64> {
     found
 }
 
-fn worker_loop(shared: &Shared) {
+/// The loop of worker `participant` (`1..threads`).
+fn worker_loop(shared: &Shared, participant: usize) {
     let mut seen = 0;
     while let Some(state) = wait_for_job(shared, seen) {
         seen = epoch(state);
@@ -299,7 +338,7 @@ fn worker_loop(shared: &Shared) {
             // SAFETY: the job is open and this worker is counted in
             // `active`, so the caller's frame holding the record is alive
             // until this worker decrements `active` (see `ThreadPool::run`).
-            unsafe { (*job).run_tasks() };
+            unsafe { (*job).run_tasks(participant) };
         }
         // Release: the caller's acquiring load of 0 makes this worker's task
         // writes visible to it.
@@ -418,7 +457,8 @@ mod tests {
 
     #[test]
     fn every_task_runs_exactly_once() {
-        for threads in 1..=4 {
+        // 17 threads: more participants than task ranges (`MAX_RANGES`).
+        for threads in [1, 2, 3, 4, MAX_RANGES + 1] {
             let pool = ThreadPool::new(threads);
             assert_eq!(pool.threads(), threads);
             for tasks in [0, 1, 2, 3, 7, 64, 1000] {
