@@ -75,6 +75,14 @@ pub(super) struct Plan {
     has_bias: bool,
 }
 
+/// A depthwise MAC costs about this many GEMM MACs (one load per FMA:
+/// ~50 against ~170 GFLOP/s), so a depthwise layer is split over threads
+/// from this many times fewer MACs than [`PARALLEL_MIN_MACS`], i.e. from
+/// about the same time. Splitting the small layers pays beyond their own
+/// time: run on one core, they read the half of their input that the
+/// (split) layer before left in the other core's cache.
+const DEPTHWISE_MACS_PER_GEMM_MAC: u64 = 4;
+
 impl Plan {
     /// For a checked geometry with `groups == in_channels`.
     pub fn new(g: &Conv2dGeometry, has_bias: bool) -> Plan {
@@ -92,7 +100,7 @@ impl Plan {
         let row_len = g.out_w * g.out_channels;
         let macs = sizes.macs.saturating_mul(args.batch as u64);
         let threads = args.ctx.threads();
-        let tasks = if threads <= 1 || macs < PARALLEL_MIN_MACS {
+        let tasks = if threads <= 1 || macs < PARALLEL_MIN_MACS / DEPTHWISE_MACS_PER_GEMM_MAC {
             1
         } else {
             threads.saturating_mul(4).min(rows).max(1)
