@@ -412,6 +412,17 @@ impl Planner<'_> {
         for block in self.memory.bottlenecks() {
             self.fuse(&mut steps, block)?;
         }
+        if let Some(step) = steps.iter().find(|step| {
+            self.memory
+                .slot(step.node)
+                .is_some_and(|slot| slot.placement == Placement::Fused)
+        }) {
+            return Err(internal(
+                graph,
+                step.node,
+                "a value with no memory outside its fused block",
+            ));
+        }
 
         // The output edge: the last layer writes the caller's buffer when
         // the layouts agree; otherwise a reorder or a copy does.
@@ -760,6 +771,11 @@ impl Planner<'_> {
             .memory
             .slot(node)
             .ok_or_else(|| internal(self.graph, node, "the value has no slot"))?;
+        if slot.placement == Placement::Fused {
+            // Only the steps of its own block touch it, and `fuse` replaces
+            // them (`plan` checks that none is left).
+            return Ok(Region { offset: 0, len: 0 });
+        }
         let end = slot.offset.checked_add(slot.len);
         if end.is_none_or(|end| end > self.memory.arena_len()) {
             return Err(internal(self.graph, node, "the slot is outside the arena"));

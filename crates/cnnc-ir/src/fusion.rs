@@ -11,7 +11,8 @@
 //! kernels crate says the block is large enough to gain
 //! ([`BottleneckSpec::worth_fusing`]). The fused kernel reads the block's
 //! input until its last band, so the memory plan keeps that input alive
-//! until the projection's step, where the fused step runs.
+//! until the projection's step, where the fused step runs; the block's
+//! intermediate values are never stored and get no memory.
 
 use cnnc_kernels::ops::conv::{Algorithm, BottleneckSpec, Conv2dSpec};
 

@@ -20,8 +20,10 @@
 //! output stays live past the last step (it is copied out at the end).
 //! The input of a fused block ([`crate::fusion::bottlenecks`]) stays live
 //! until the block's projection: the fused kernel runs there and reads it.
+//! The values inside a fused block (its expansion's and depthwise layer's
+//! outputs) are never stored and take no memory ([`Placement::Fused`]).
 //! Values that are live at the same step never share memory, with two
-//! exceptions, which are the only ways a [`Placement`] other than
+//! exceptions, which are the only other ways a [`Placement`] other than
 //! [`Placement::Fresh`] arises:
 //!
 //! - **Aliases.** An operator that is the identity on the data shares its
@@ -77,6 +79,11 @@ pub enum Placement {
     /// The value is this input's data under another shape (see
     /// [`flatten_is_alias`]): nothing is computed or copied.
     Alias(NodeId),
+    /// An intermediate value of a fused block ([`MemoryPlan::bottlenecks`]):
+    /// the fused kernel computes it band by band in its own scratch and
+    /// never stores it, so it has no memory in the arena (its slot's offset
+    /// is 0 and means nothing).
+    Fused,
 }
 
 /// Where one value lives in the arena.
@@ -240,6 +247,13 @@ pub fn plan_memory(graph: &Graph, info: &GraphInfo) -> Result<MemoryPlan, Diagno
         }
     }
 
+    let mut fused = vec![false; bound];
+    for block in &bottlenecks {
+        for inner in block.expand.into_iter().chain([block.depthwise]) {
+            fused[inner.index()] = true;
+        }
+    }
+
     let mut buffers: Vec<Buffer> = Vec::new();
     let mut buffer_of = vec![usize::MAX; bound];
     let mut slots: Vec<Option<Slot>> = vec![None; bound];
@@ -247,14 +261,23 @@ pub fn plan_memory(graph: &Graph, info: &GraphInfo) -> Result<MemoryPlan, Diagno
     for (position, &node) in order.iter().enumerate() {
         let len = value_len(graph, info, node)?;
         naive_len = naive_len.saturating_add(len as u64);
+        if fused[node.index()] {
+            slots[node.index()] = Some(Slot {
+                offset: 0,
+                len,
+                placement: Placement::Fused,
+            });
+            continue;
+        }
         let placement = match alias_source(graph, info, node) {
             Some(source) => Placement::Alias(source),
             None if runs_in_place(&graph[node].op) => graph
                 .inputs(node)
                 .into_iter()
                 .find(|input| {
-                    let buffer = &buffers[buffer_of[input.index()]];
-                    buffer.end == position && buffer.len == len
+                    buffers
+                        .get(buffer_of[input.index()])
+                        .is_some_and(|buffer| buffer.end == position && buffer.len == len)
                 })
                 .map_or(Placement::Fresh, Placement::InPlace),
             None => Placement::Fresh,
@@ -262,12 +285,13 @@ pub fn plan_memory(graph: &Graph, info: &GraphInfo) -> Result<MemoryPlan, Diagno
         let buffer = match placement {
             Placement::Alias(source) | Placement::InPlace(source) => {
                 let buffer = buffer_of[source.index()];
-                if buffers[buffer].len != len {
+                if buffers.get(buffer).is_none_or(|buffer| buffer.len != len) {
                     return Err(internal(graph, node, "an alias changes the value's size"));
                 }
                 buffer
             }
-            Placement::Fresh => {
+            // (`Fused` values took the `continue` above.)
+            Placement::Fresh | Placement::Fused => {
                 let size = len
                     .div_ceil(ALIGN_FLOATS)
                     .checked_mul(ALIGN_FLOATS)
@@ -294,8 +318,11 @@ pub fn plan_memory(graph: &Graph, info: &GraphInfo) -> Result<MemoryPlan, Diagno
     let arena_len = allocate(&mut buffers)
         .ok_or_else(|| internal(graph, graph.output(), "the arena's size overflows"))?;
     for &node in &order {
-        if let Some(slot) = slots[node.index()].as_mut() {
-            slot.offset = buffers[buffer_of[node.index()]].offset;
+        if let (Some(slot), Some(buffer)) = (
+            slots[node.index()].as_mut(),
+            buffers.get(buffer_of[node.index()]),
+        ) {
+            slot.offset = buffer.offset;
         }
     }
     Ok(MemoryPlan {

@@ -75,6 +75,9 @@ pub fn to_text(graph: &Graph, info: &GraphInfo, plan: Option<&MemoryPlan>) -> St
                         Placement::Alias(source) => {
                             let _ = write!(text, " alias of {source}");
                         }
+                        Placement::Fused => {
+                            text = format!("fused, not stored ({})", slot.len);
+                        }
                     }
                     text
                 })

@@ -7,7 +7,7 @@ mod support;
 use cnnc_ir::memory::{MemoryPlan, Placement, Slot};
 use cnnc_ir::{Checked, NodeId};
 use cnnc_syntax::{RenderStyle, SourceFile};
-use support::plan_verifier::{verify_plan, verify_slots};
+use support::plan_verifier::{verify_fused_slots, verify_plan, verify_slots};
 
 fn check(body: &str) -> Checked {
     let file = SourceFile::new("t.cnn", format!("network t {{\n{body}\n}}\n"));
@@ -192,4 +192,52 @@ fn very_many_live_values_still_plan_correctly() {
     // Every relu in its own 16-float slot (the last one in place of the
     // input, which it reads last), then the concat.
     assert_eq!(plan.arena_len(), count * 16 + count * 4);
+}
+
+/// An inverted residual block large enough to run fused (the expansion's
+/// output is 1.2 MB).
+const FUSED: &str = "input x: [16, 56, 56]
+     e = conv2d(96, 1)
+     d = conv2d(96, 3, padding=1, groups=96)
+     p = conv2d(24, 1)
+     output p";
+
+#[test]
+fn a_fused_block_keeps_its_input_until_the_projection() {
+    let checked = check(FUSED);
+    let plan = cnnc_ir::plan_memory(&checked.graph, &checked.info).expect("plan");
+    assert_eq!(plan.bottlenecks().len(), 1, "the block runs fused");
+    verify_plan(&checked.graph, &checked.info, &plan).expect("valid plan");
+
+    // `d` over `x`, everything else apart: right if the layers ran one by
+    // one (`x` is dead once `e` has read it), wrong when the block runs
+    // fused at `p`'s step, which reads `x` then.
+    let node = |name: &str| find(&checked, name);
+    let len = |name: &str| plan.slot(node(name)).expect("slot").len;
+    let e_at = len("x").max(len("d")).next_multiple_of(16);
+    let p_at = (e_at + len("e")).next_multiple_of(16);
+    let arena = p_at + len("p");
+    let offsets = [("x", 0), ("e", e_at), ("d", 0), ("p", p_at)];
+    let slots = |n: NodeId| {
+        offsets
+            .iter()
+            .find(|(name, _)| node(name) == n)
+            .map(|&(name, offset)| Slot {
+                offset,
+                len: len(name),
+                placement: Placement::Fresh,
+            })
+    };
+    verify_slots(&checked.graph, &checked.info, plan.order(), arena, slots)
+        .expect("valid when the layers run one by one");
+    let error = verify_fused_slots(
+        &checked.graph,
+        &checked.info,
+        plan.order(),
+        arena,
+        plan.bottlenecks(),
+        slots,
+    )
+    .unwrap_err();
+    assert!(error.contains("overlap"), "{error}");
 }

@@ -20,26 +20,56 @@
 //! 5. by simulating the execution over the arena, that every read finds
 //!    the value it expects, and the output survives to the end.
 //!
+//! The blocks the plan says the engines run fused
+//! ([`MemoryPlan::bottlenecks`]) are checked too: each is a chain (input →
+//! optional expansion → depthwise → projection) whose intermediate values
+//! only the next layer reads, and since the fused kernel runs at the
+//! projection's step and reads the block's input there, that input counts
+//! as read at that step (for 4. and 5.). Only a block's intermediates may
+//! have no memory ([`Placement::Fused`]); those that do occupy nothing.
+//! Intermediates with memory are treated as written at their own steps,
+//! which can only make the check stricter.
+//!
 //! Shared by this crate's tests and `cnnc-interp`'s property tests (which
 //! include this file by path).
 
+use cnnc_ir::fusion::Bottleneck;
 use cnnc_ir::memory::{MemoryPlan, Placement, Slot};
 use cnnc_ir::{Graph, GraphInfo, NodeId, Op};
 
 /// Verifies `plan` for `graph` (see the module documentation).
 pub fn verify_plan(graph: &Graph, info: &GraphInfo, plan: &MemoryPlan) -> Result<(), String> {
-    verify_slots(graph, info, plan.order(), plan.arena_len(), |node| {
-        plan.slot(node).copied()
-    })
+    verify_fused_slots(
+        graph,
+        info,
+        plan.order(),
+        plan.arena_len(),
+        plan.bottlenecks(),
+        |node| plan.slot(node).copied(),
+    )
 }
 
 /// Verifies the slots `slot` gives, for the execution `order`, in an arena
-/// of `arena_len` floats per sample.
+/// of `arena_len` floats per sample, with no fused blocks.
+// Not every test crate that includes this file uses it.
+#[allow(dead_code)]
 pub fn verify_slots(
     graph: &Graph,
     info: &GraphInfo,
     order: &[NodeId],
     arena_len: usize,
+    slot: impl Fn(NodeId) -> Option<Slot>,
+) -> Result<(), String> {
+    verify_fused_slots(graph, info, order, arena_len, &[], slot)
+}
+
+/// [`verify_slots`] where `blocks` run fused at their projection's step.
+pub fn verify_fused_slots(
+    graph: &Graph,
+    info: &GraphInfo,
+    order: &[NodeId],
+    arena_len: usize,
+    blocks: &[Bottleneck],
     slot: impl Fn(NodeId) -> Option<Slot>,
 ) -> Result<(), String> {
     let name = |node: NodeId| graph.display_name(node);
@@ -78,6 +108,60 @@ pub fn verify_slots(
         }
     }
 
+    // The fused blocks: chains whose intermediates only the next link
+    // reads; each block's input is also read at its projection's step.
+    let readers = |node: NodeId| {
+        order
+            .iter()
+            .filter(|&&reader| graph.inputs(reader).contains(&node))
+            .count()
+    };
+    let mut fused_reads: Vec<(NodeId, NodeId)> = Vec::new();
+    // Values computed and consumed inside a fused block.
+    let mut inner_values: Vec<NodeId> = Vec::new();
+    for block in blocks {
+        let chain: Vec<NodeId> = std::iter::once(block.input)
+            .chain(block.expand)
+            .chain([block.depthwise, block.project])
+            .collect();
+        for link in chain.windows(2) {
+            // The projection may read a residual too, as its second input.
+            let inputs = graph.inputs(link[1]);
+            let extra = if link[1] == block.project { 1 } else { 0 };
+            if inputs.first() != Some(&link[0]) || inputs.len() > 1 + extra {
+                return Err(format!(
+                    "fused block of `{}`: `{}` does not read `{}` (alone)",
+                    name(block.project),
+                    name(link[1]),
+                    name(link[0])
+                ));
+            }
+        }
+        for &inner in &chain[1..chain.len() - 1] {
+            if readers(inner) != 1 || inner == graph.output() {
+                return Err(format!(
+                    "fused block of `{}`: `{}` is read outside the block",
+                    name(block.project),
+                    name(inner)
+                ));
+            }
+        }
+        fused_reads.push((block.project, block.input));
+        inner_values.extend(&chain[1..chain.len() - 1]);
+    }
+    // Every value a step reads: its inputs, and a fused block's input at
+    // the block's projection.
+    let reads = |node: NodeId| {
+        let mut inputs = graph.inputs(node);
+        inputs.extend(
+            fused_reads
+                .iter()
+                .filter(|(project, _)| *project == node)
+                .map(|&(_, input)| input),
+        );
+        inputs
+    };
+
     // 2. The slots.
     let mut slots: Vec<Option<Slot>> = vec![None; bound];
     for &node in order {
@@ -100,7 +184,14 @@ pub fn verify_slots(
                 s.offset
             ));
         }
-        if s.offset + s.len > arena_len {
+        if s.placement == Placement::Fused {
+            if !inner_values.contains(&node) {
+                return Err(format!(
+                    "`{}` has no memory but is not inside a fused block",
+                    name(node)
+                ));
+            }
+        } else if s.offset + s.len > arena_len {
             return Err(format!(
                 "`{}` at {}..{} is outside the arena of {arena_len}",
                 name(node),
@@ -110,9 +201,14 @@ pub fn verify_slots(
         }
         slots[node.index()] = Some(s);
     }
+    // A value with no memory occupies nothing (and overlaps nothing).
     let region = |node: NodeId| {
         let s = slots[node.index()].expect("checked above");
-        (s.offset, s.offset + s.len)
+        if s.placement == Placement::Fused {
+            (0, 0)
+        } else {
+            (s.offset, s.offset + s.len)
+        }
     };
     let overlap = |a: (usize, usize), b: (usize, usize)| a.0 < b.1 && b.0 < a.1;
 
@@ -162,6 +258,9 @@ pub fn verify_slots(
                     ));
                 }
             }
+            // Checked above: only inside a fused block, where the block's
+            // kernel alone computes and reads it.
+            Placement::Fused => {}
             Placement::Fresh => {
                 for input in &inputs {
                     if overlap(region(node), region(*input)) {
@@ -179,7 +278,7 @@ pub fn verify_slots(
     // 4. Liveness.
     let mut last = position.clone();
     for &node in order {
-        for input in graph.inputs(node) {
+        for input in reads(node) {
             last[input.index()] = last[input.index()].max(position[node.index()]);
         }
     }
@@ -220,7 +319,7 @@ pub fn verify_slots(
     // 5. Simulation: which data is still intact in its region.
     let mut intact = vec![false; bound];
     for &node in order {
-        for input in graph.inputs(node) {
+        for input in reads(node) {
             if !intact[data[input.index()].index()] {
                 return Err(format!(
                     "`{}` reads `{}`, which was overwritten",
