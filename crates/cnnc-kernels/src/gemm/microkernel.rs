@@ -53,6 +53,10 @@ pub(crate) struct MicroArgs {
     pub b: *const f32,
     /// Distance in floats between consecutive `B` panels (`K · PANEL`).
     pub b_panel_stride: usize,
+    /// `B` of the next column tile at the same `k`, to prefetch into L2
+    /// while this tile computes, or null. Never dereferenced (a prefetch
+    /// does not fault), so it may point past the panels.
+    pub b_prefetch: *const f32,
     /// `C` at the tile's first element.
     pub c: *mut f32,
     /// Row stride of `C`.
@@ -99,18 +103,66 @@ pub(crate) unsafe fn accumulate<V: Simd, const MR: usize, const NV: usize>(
     b: *const f32,
     b_panel_stride: usize,
     kc: usize,
+    b_prefetch: *const f32,
+) {
+    if !b_prefetch.is_null() {
+        // The next column tile's `B` lines at each k-step (one 64-byte line
+        // per panel): it then comes from L2, not memory, when that tile
+        // starts (its first row tile would otherwise stream `B` from
+        // memory at the full FMA rate).
+        let next: [*const f32; NV] =
+            core::array::from_fn(|v| b_vector::<V>(b_prefetch, b_panel_stride, v));
+        for k in 0..kc {
+            for (v, next) in next.iter().enumerate() {
+                if v * V::LANES % PANEL == 0 {
+                    prefetch_l2(next.wrapping_add(k * PANEL));
+                }
+            }
+            // SAFETY: as below.
+            unsafe { step::<V, MR, NV>(acc, rows, b, b_panel_stride, k) };
+        }
+    } else {
+        for k in 0..kc {
+            // SAFETY: as below.
+            unsafe { step::<V, MR, NV>(acc, rows, b, b_panel_stride, k) };
+        }
+    }
+}
+
+/// Asks for the cache line at `p` in L2 (a hint: never faults).
+#[inline(always)]
+fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no architectural effect and never faults;
+    // SSE is part of the x86-64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// One k-step of [`accumulate`].
+///
+/// # Safety
+/// As [`accumulate`], with `k < kc`.
+#[inline(always)]
+unsafe fn step<V: Simd, const MR: usize, const NV: usize>(
+    acc: &mut [[V; NV]; MR],
+    rows: &[*const f32; MR],
+    b: *const f32,
+    b_panel_stride: usize,
+    k: usize,
 ) {
     let b_vectors: [*const f32; NV] = core::array::from_fn(|v| b_vector::<V>(b, b_panel_stride, v));
-    for k in 0..kc {
-        // SAFETY: `k < kc` keeps every read inside the ranges the caller
-        // guarantees; the target-feature contract is the caller's.
-        unsafe {
-            let b_k: [V; NV] = core::array::from_fn(|v| V::load(b_vectors[v].add(k * PANEL)));
-            for r in 0..MR {
-                let a = V::splat(*rows[r].add(k));
-                for v in 0..NV {
-                    acc[r][v] = a.mul_add(b_k[v], acc[r][v]);
-                }
+    // SAFETY: `k < kc` keeps every read inside the ranges the caller
+    // guarantees; the target-feature contract is the caller's.
+    unsafe {
+        let b_k: [V; NV] = core::array::from_fn(|v| V::load(b_vectors[v].add(k * PANEL)));
+        for r in 0..MR {
+            let a = V::splat(*rows[r].add(k));
+            for v in 0..NV {
+                acc[r][v] = a.mul_add(b_k[v], acc[r][v]);
             }
         }
     }
@@ -359,7 +411,14 @@ pub(crate) unsafe fn direct<V: Simd, const MR: usize, const NV: usize>(args: &Mi
         // k-step with integer adds that compete with the FMAs for ports.
         let rows: [*const f32; MR] =
             core::hint::black_box(core::array::from_fn(|r| args.a.add(r * args.lda)));
-        accumulate::<V, MR, NV>(&mut acc, &rows, args.b, args.b_panel_stride, args.kc);
+        accumulate::<V, MR, NV>(
+            &mut acc,
+            &rows,
+            args.b,
+            args.b_panel_stride,
+            args.kc,
+            args.b_prefetch,
+        );
         finish::<V, MR, NV>(&mut acc, args);
     }
 }
@@ -379,6 +438,7 @@ pub(crate) unsafe fn indirect<V: Simd, const MR: usize, const NV: usize>(args: &
     unsafe {
         let mut acc = init::<V, MR, NV>(args);
         let mut b = args.b;
+        let mut prefetch = args.b_prefetch;
         for tap in 0..args.taps {
             let rows: [*const f32; MR] = core::array::from_fn(|r| {
                 let offset = *args.offsets.add(r * args.taps_total + tap);
@@ -388,8 +448,11 @@ pub(crate) unsafe fn indirect<V: Simd, const MR: usize, const NV: usize>(args: &
                     args.a.add(offset)
                 }
             });
-            accumulate::<V, MR, NV>(&mut acc, &rows, b, args.b_panel_stride, args.kc);
+            accumulate::<V, MR, NV>(&mut acc, &rows, b, args.b_panel_stride, args.kc, prefetch);
             b = b.add(args.kc * PANEL);
+            if !prefetch.is_null() {
+                prefetch = prefetch.wrapping_add(args.kc * PANEL);
+            }
         }
         finish::<V, MR, NV>(&mut acc, args);
     }
