@@ -115,7 +115,7 @@ pub(crate) unsafe fn accumulate<V: Simd, const MR: usize, const NV: usize>(
         for k in 0..kc {
             for (v, next) in next.iter().enumerate() {
                 if v * V::LANES % PANEL == 0 {
-                    prefetch_l2(next.wrapping_add(k * PANEL));
+                    prefetch::<TO_L2>(next.wrapping_add(k * PANEL));
                 }
             }
             // SAFETY: as below.
@@ -129,14 +129,23 @@ pub(crate) unsafe fn accumulate<V: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// Asks for the cache line at `p` in L2 (a hint: never faults).
+/// [`prefetch`] into L1 (`_MM_HINT_T0`).
+pub(crate) const TO_L1: i32 = 3;
+/// [`prefetch`] into L2 (`_MM_HINT_T1`).
+pub(crate) const TO_L2: i32 = 2;
+#[cfg(target_arch = "x86_64")]
+const _: () =
+    assert!(TO_L1 == core::arch::x86_64::_MM_HINT_T0 && TO_L2 == core::arch::x86_64::_MM_HINT_T1);
+
+/// Asks for the cache line at `p` in the cache `LEVEL` ([`TO_L1`],
+/// [`TO_L2`]): a hint, which never faults, whatever `p` is.
 #[inline(always)]
-fn prefetch_l2(p: *const f32) {
+pub(crate) fn prefetch<const LEVEL: i32>(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch has no architectural effect and never faults;
     // SSE is part of the x86-64 baseline.
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+        core::arch::x86_64::_mm_prefetch::<LEVEL>(p.cast())
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

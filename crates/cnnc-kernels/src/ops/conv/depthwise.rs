@@ -21,7 +21,7 @@
 //! **Threads.** Output rows (over all samples) are cut into runs.
 
 use super::{DisjointSlice, FirstError, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS};
-use crate::gemm::microkernel::with_activation;
+use crate::gemm::microkernel::{prefetch, with_activation, TO_L1};
 use crate::gemm::simd::Simd;
 use crate::gemm::PANEL;
 use crate::geometry::Conv2dGeometry;
@@ -601,7 +601,7 @@ unsafe fn block<V: Simd, const P: usize, const NV: usize, const GATHER: bool>(
                 let next = input_row.wrapping_add(ix * job.in_c + c0);
                 for p in 0..P {
                     for v in 0..NV {
-                        prefetch(next.wrapping_add(p * pixel_step + v * lanes));
+                        prefetch::<TO_L1>(next.wrapping_add(p * pixel_step + v * lanes));
                     }
                 }
             }
@@ -717,20 +717,6 @@ unsafe fn load_input<V: Simd, const GATHER: bool>(
             load_edge::<V>(pixel.add(c), valid)
         }
     }
-}
-
-/// Asks for the cache line at `p` to be brought into L1 (a hint: never
-/// faults, whatever `p` is).
-#[inline(always)]
-fn prefetch(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch has no architectural effect and never faults;
-    // SSE is part of the x86-64 baseline.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Loads `min(valid, LANES)` values, the rest zero.
