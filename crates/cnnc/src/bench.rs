@@ -248,16 +248,24 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
             .max()
             .unwrap_or(4)
             .max(4);
+        // A fused step's algorithm ("expand+depthwise+project") is wider
+        // than a layer's.
+        let algorithm_width = layers
+            .iter()
+            .map(|layer| layer.algorithm.map_or(1, str::len))
+            .max()
+            .unwrap_or(9)
+            .max(9);
         writeln!(stdout)?;
         writeln!(
             stdout,
-            "{:>3}  {:<width$}  {:<18}  {:<14}  {:>9}  {:>6}  {:>8}",
+            "{:>3}  {:<width$}  {:<18}  {:<algorithm_width$}  {:>9}  {:>6}  {:>8}",
             "#", "step", "op", "algorithm", "median ms", "share", "GFLOP/s"
         )?;
         for (index, layer) in layers.iter().enumerate() {
             writeln!(
                 stdout,
-                "{index:>3}  {:<width$}  {:<18}  {:<14}  {:>9.4}  {:>5.1}%  {:>8}",
+                "{index:>3}  {:<width$}  {:<18}  {:<algorithm_width$}  {:>9.4}  {:>5.1}%  {:>8}",
                 layer.name,
                 layer.op,
                 layer.algorithm.unwrap_or("-"),

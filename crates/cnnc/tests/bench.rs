@@ -163,3 +163,29 @@ fn bad_arguments_are_refused_cleanly() {
         assert!(output.stdout.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn per_layer_columns_stay_aligned_with_fused_steps() {
+    // A fused block's algorithm ("expand+depthwise+project") is the widest.
+    let net = fixture_net("mobilenet-blocks-fused");
+    let output = cnnc(&[
+        "bench",
+        &net,
+        "--threads",
+        "1",
+        "--iters",
+        "2",
+        "--per-layer",
+    ]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(stdout.contains("+depthwise+project"), "{stdout}");
+    // Every step row has its share's `%` in the same column.
+    let columns: Vec<usize> = stdout
+        .lines()
+        .filter(|line| line.ends_with(|c: char| c.is_ascii_digit() || c == '-'))
+        .filter_map(|line| line.find('%'))
+        .collect();
+    assert!(columns.len() >= 3, "{stdout}");
+    assert!(columns.iter().all(|&c| c == columns[0]), "{stdout}");
+}
