@@ -508,11 +508,30 @@ unsafe fn slide_block<V: Simd, const P: usize, const NV: usize, const S: usize>(
             let weights: [[V; NV]; 3] = core::array::from_fn(|kx| {
                 core::array::from_fn(|v| V::load(w.add(kx * job.padded + v * lanes)))
             });
-            for j in 0..(P - 1) * S + 3 {
+            let column = |j: usize| -> [V; NV] {
                 let column = first.add(j * job.in_c);
-                let x: [V; NV] = core::array::from_fn(|v| {
-                    load_edge::<V>(column.add(v * lanes), left - v * lanes)
-                });
+                core::array::from_fn(|v| load_edge::<V>(column.add(v * lanes), left - v * lanes))
+            };
+            if S == 2 {
+                // Written per pixel: LLVM does not unroll the general loop
+                // below at stride 2 (17 columns, a modulo per tap) and then
+                // kept the accumulators on the stack (35 GFLOP/s). Pixel
+                // `p` reads columns `2p`, `2p + 1`, `2p + 2`; the last is
+                // the next pixel's first. Same sums in the same order.
+                let mut even = column(0);
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let (odd, next) = (column(2 * p + 1), column(2 * p + 2));
+                    for v in 0..NV {
+                        acc[v] = even[v].mul_add(weights[0][v], acc[v]);
+                        acc[v] = odd[v].mul_add(weights[1][v], acc[v]);
+                        acc[v] = next[v].mul_add(weights[2][v], acc[v]);
+                    }
+                    even = next;
+                }
+                continue;
+            }
+            for j in 0..(P - 1) * S + 3 {
+                let x = column(j);
                 for (kx, weights) in weights.iter().enumerate() {
                     if j >= kx && (j - kx) % S == 0 && (j - kx) / S < P {
                         let acc = &mut acc[(j - kx) / S];
