@@ -102,6 +102,51 @@ pub fn check_len(what: &'static str, len: usize, expected: usize) -> Result<(), 
     }
 }
 
+/// What a layer's `run` expects of its buffers (convolutions, Winograd, fused
+/// blocks): the lengths of one sample's input and output, whether it adds a
+/// residual (as long as the output), and the scratch the whole call needs.
+pub(crate) struct RunBuffers {
+    pub input: usize,
+    pub output: usize,
+    pub residual: bool,
+    pub scratch: usize,
+}
+
+impl RunBuffers {
+    /// Checks the buffers of a call on `batch` samples.
+    pub(crate) fn check(
+        &self,
+        batch: usize,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        output: &[f32],
+        scratch: &[f32],
+    ) -> Result<(), OpError> {
+        let whole = |len: usize| {
+            batch
+                .checked_mul(len)
+                .ok_or_else(|| OpError::Spec(format!("a batch of {batch} overflows")))
+        };
+        check_len("input", input.len(), whole(self.input)?)?;
+        check_len("output", output.len(), whole(self.output)?)?;
+        let refuse = |why: &str| Err(OpError::Spec(why.to_owned()));
+        match (residual, self.residual) {
+            (Some(residual), true) => check_len("residual", residual.len(), output.len())?,
+            (None, false) => {}
+            (Some(_), false) => return refuse("a residual was given to a layer without one"),
+            (None, true) => return refuse("the layer adds a residual but none was given"),
+        }
+        if scratch.len() < self.scratch {
+            return Err(OpError::Length {
+                what: "scratch",
+                len: scratch.len(),
+                expected: self.scratch,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Alignment of owned buffers, in floats (64 bytes, one cache line).
 pub const BUFFER_ALIGN_FLOATS: usize = 16;
 

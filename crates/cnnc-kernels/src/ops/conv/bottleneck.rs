@@ -41,6 +41,7 @@ use super::{
 };
 use crate::gemm::{gemm, Epilogue, MatMut, MatRef};
 use crate::geometry::Conv2dGeometry;
+use crate::ops::RunBuffers;
 
 /// The scratch of one band (`E` and `D`) should fit in this many bytes: a
 /// quarter of this machine's 2 MiB L2, which also holds the weights and
@@ -292,22 +293,13 @@ impl BottleneckOp {
         output: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), OpError> {
-        let whole = |len: usize| batch.checked_mul(len).ok_or_else(too_large);
-        check_len("input", input.len(), whole(self.input_len)?)?;
-        check_len("output", output.len(), whole(self.output_len)?)?;
-        match (residual, self.spec.project.has_residual) {
-            (Some(residual), true) => check_len("residual", residual.len(), output.len())?,
-            (None, false) => {}
-            _ => return Err(spec_error("the residual disagrees with the projection")),
+        RunBuffers {
+            input: self.input_len,
+            output: self.output_len,
+            residual: self.spec.project.has_residual,
+            scratch: self.scratch_len(batch),
         }
-        let needed = self.scratch_len(batch);
-        if scratch.len() < needed {
-            return Err(OpError::Length {
-                what: "scratch",
-                len: scratch.len(),
-                expected: needed,
-            });
-        }
+        .check(batch, input, residual, output, scratch)?;
         let dw = &self.spec.depthwise.geometry;
         let bands = dw.out_h.div_ceil(self.band_rows);
         let units = batch * bands;

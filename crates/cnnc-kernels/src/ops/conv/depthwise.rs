@@ -491,15 +491,7 @@ unsafe fn slide_block<V: Simd, const P: usize, const NV: usize, const S: usize>(
     // padded channels, input accesses within the `left` valid channels of
     // interior columns of rows inside the input.
     unsafe {
-        let mut acc = [[V::zero(); NV]; P];
-        if !job.bias.is_null() {
-            for v in 0..NV {
-                let bias = V::load(job.bias.add(c0 + v * lanes));
-                for acc in acc.iter_mut() {
-                    acc[v] = bias;
-                }
-            }
-        }
+        let mut acc = start::<V, P, NV>(job, c0);
         for ky in ky.0..ky.1 {
             let iy = job.oy * job.stride[0] + ky * job.dilation[0] - job.pad[0];
             let input_row = job.input.add(iy * job.in_w * job.in_c);
@@ -600,15 +592,7 @@ unsafe fn block<V: Simd, const P: usize, const NV: usize, const GATHER: bool>(
     // input, residual and output accesses are limited to the `left` valid
     // channels of each pixel (masked edges); taps are inside the input.
     unsafe {
-        let mut acc = [[V::zero(); NV]; P];
-        if !job.bias.is_null() {
-            for v in 0..NV {
-                let bias = V::load(job.bias.add(c0 + v * lanes));
-                for acc in acc.iter_mut() {
-                    acc[v] = bias;
-                }
-            }
-        }
+        let mut acc = start::<V, P, NV>(job, c0);
         for ky in ky.0..ky.1 {
             let iy = job.oy * job.stride[0] + ky * job.dilation[0] - job.pad[0];
             let input_row = job.input.add(iy * job.in_w * job.in_c);
@@ -644,6 +628,24 @@ unsafe fn block<V: Simd, const P: usize, const NV: usize, const GATHER: bool>(
             }
         }
         finish::<V, P, NV>(job, acc, ox0, c0);
+    }
+}
+
+/// The starting accumulators of `P` pixels × `NV` vectors of channels from
+/// `c0`: the bias, or zero.
+///
+/// # Safety
+/// The bias (when not null) valid for `c0 + NV·LANES` reads (it is padded
+/// to whole panels); the target-feature contract of [`Simd`].
+#[inline(always)]
+unsafe fn start<V: Simd, const P: usize, const NV: usize>(job: &Row, c0: usize) -> [[V; NV]; P] {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if job.bias.is_null() {
+            return [[V::zero(); NV]; P];
+        }
+        let bias: [V; NV] = core::array::from_fn(|v| V::load(job.bias.add(c0 + v * V::LANES)));
+        [bias; P]
     }
 }
 

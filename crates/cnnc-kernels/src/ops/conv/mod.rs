@@ -62,7 +62,7 @@ use std::sync::OnceLock;
 /// [`crate::ops::winograd`]).
 pub use super::winograd::WinogradTile;
 use super::winograd::{self, WinogradConv, WinogradSpec};
-use super::{check_len, Buffer, Context, OpError};
+use super::{check_len, Buffer, Context, OpError, RunBuffers};
 use crate::gemm::{PackedBRef, PANEL};
 use crate::geometry::Conv2dGeometry;
 use crate::Activation;
@@ -550,25 +550,13 @@ impl Conv2dOp {
         scratch: &mut [f32],
     ) -> Result<(), OpError> {
         let sizes = &self.sizes;
-        let whole = |len: usize| batch.checked_mul(len).ok_or_else(too_large);
-        check_len("input", input.len(), whole(sizes.input)?)?;
-        check_len("output", output.len(), whole(sizes.output)?)?;
-        match (residual, self.spec.has_residual) {
-            (Some(residual), true) => check_len("residual", residual.len(), whole(sizes.output)?)?,
-            (None, false) => {}
-            (Some(_), false) => {
-                return Err(spec_error("a residual was given to a layer without one"))
-            }
-            (None, true) => return Err(spec_error("the layer adds a residual but none was given")),
+        RunBuffers {
+            input: sizes.input,
+            output: sizes.output,
+            residual: self.spec.has_residual,
+            scratch: self.scratch_len(batch),
         }
-        let needed = self.scratch_len(batch);
-        if scratch.len() < needed {
-            return Err(OpError::Length {
-                what: "scratch",
-                len: scratch.len(),
-                expected: needed,
-            });
-        }
+        .check(batch, input, residual, output, scratch)?;
         if batch == 0 {
             return Ok(());
         }

@@ -50,7 +50,7 @@
 
 use std::sync::OnceLock;
 
-use super::{check_len, Buffer, Context, OpError};
+use super::{check_len, Buffer, Context, OpError, RunBuffers};
 use crate::gemm::{gemm_tiles, Epilogue, GemmError, MatMut, MatRef, PackedBRef, Tiles, PANEL};
 use crate::geometry::Conv2dGeometry;
 use crate::tier::Tier;
@@ -546,27 +546,13 @@ impl WinogradConv {
         scratch: &mut [f32],
     ) -> Result<(), OpError> {
         let layout = &self.layout;
-        let whole = |len: usize| batch.checked_mul(len).ok_or_else(too_large);
-        check_len("input", input.len(), whole(layout.input_len)?)?;
-        check_len("output", output.len(), whole(layout.output_len)?)?;
-        match (residual, self.spec.has_residual) {
-            (Some(residual), true) => {
-                check_len("residual", residual.len(), whole(layout.output_len)?)?
-            }
-            (None, false) => {}
-            (Some(_), false) => {
-                return Err(spec_error("a residual was given to a layer without one"))
-            }
-            (None, true) => return Err(spec_error("the layer adds a residual but none was given")),
+        RunBuffers {
+            input: layout.input_len,
+            output: layout.output_len,
+            residual: self.spec.has_residual,
+            scratch: self.scratch_len(batch),
         }
-        let needed = self.scratch_len(batch);
-        if scratch.len() < needed {
-            return Err(OpError::Length {
-                what: "scratch",
-                len: scratch.len(),
-                expected: needed,
-            });
-        }
+        .check(batch, input, residual, output, scratch)?;
         if batch == 0 {
             return Ok(());
         }
