@@ -11,104 +11,29 @@
 //! limits the tiers. Results and conditions are recorded in
 //! `docs/KERNELS.md` ("Convolution").
 
-use std::hint::black_box;
 use std::time::Duration;
 
 use cnnc_kernels::geometry::Conv2dGeometry;
 use cnnc_kernels::ops::conv::{Algorithm, BottleneckOp, Conv2dOp, Conv2dSpec};
 use cnnc_kernels::ops::Context;
+use cnnc_kernels::peak::PeakLoop;
 use cnnc_kernels::{kernels_for, reference, Activation, Kernels, Tier};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-/// Register-resident `zmm`/`ymm` FMA loops: the peak the layers are a
-/// percentage of (as in `benches/gemm.rs`).
-#[cfg(target_arch = "x86_64")]
-mod peak {
-    use core::arch::x86_64::*;
-
-    /// Iterations per call.
-    pub const ITERATIONS: usize = 1 << 16;
-    /// Independent `zmm` accumulator chains (24 + 2 constants of 32 registers).
-    pub const ZMM_CHAINS: usize = 24;
-    /// Independent `ymm` accumulator chains (12 + 2 constants of 16 registers).
-    pub const YMM_CHAINS: usize = 12;
-
-    /// # Safety
-    /// AVX-512F must be available.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn zmm(iterations: usize, a: f32, b: f32) -> f32 {
-        let (a, b) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
-        let mut acc = [_mm512_setzero_ps(); ZMM_CHAINS];
-        for _ in 0..iterations {
-            for x in acc.iter_mut() {
-                *x = _mm512_fmadd_ps(*x, a, b);
-            }
-        }
-        let sum = acc
-            .iter()
-            .fold(_mm512_setzero_ps(), |s, x| _mm512_add_ps(s, *x));
-        _mm512_reduce_add_ps(sum)
-    }
-
-    /// # Safety
-    /// AVX2 and FMA must be available.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn ymm(iterations: usize, a: f32, b: f32) -> f32 {
-        let (a, b) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
-        let mut acc = [_mm256_setzero_ps(); YMM_CHAINS];
-        for _ in 0..iterations {
-            for x in acc.iter_mut() {
-                *x = _mm256_fmadd_ps(*x, a, b);
-            }
-        }
-        let sum = acc
-            .iter()
-            .fold(_mm256_setzero_ps(), |s, x| _mm256_add_ps(s, *x));
-        _mm256_cvtss_f32(sum)
-    }
-}
-
+/// The register-resident FMA loops (`cnnc_kernels::peak`): the peak the
+/// layers are a percentage of.
 fn bench_peak(c: &mut Criterion) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut group = c.benchmark_group("peak");
-        group
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
-        if Tier::Avx512.is_available() {
-            group.throughput(Throughput::Elements(
-                (peak::ITERATIONS * peak::ZMM_CHAINS * 16 * 2) as u64,
-            ));
-            group.bench_function("avx512_zmm", |bench| {
-                // SAFETY: AVX-512F was detected just above.
-                bench.iter(|| unsafe {
-                    peak::zmm(
-                        black_box(peak::ITERATIONS),
-                        black_box(0.999),
-                        black_box(0.001),
-                    )
-                })
-            });
+    let mut group = c.benchmark_group("peak");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for (tier, id) in [(Tier::Avx512, "avx512_zmm"), (Tier::Avx2, "avx2_ymm")] {
+        if let Some(peak) = PeakLoop::for_tier(tier) {
+            group.throughput(Throughput::Elements(peak.flops_per_call));
+            group.bench_function(id, |bench| bench.iter(|| peak.call()));
         }
-        if Tier::Avx2.is_available() {
-            group.throughput(Throughput::Elements(
-                (peak::ITERATIONS * peak::YMM_CHAINS * 8 * 2) as u64,
-            ));
-            group.bench_function("avx2_ymm", |bench| {
-                // SAFETY: AVX2 and FMA were detected just above.
-                bench.iter(|| unsafe {
-                    peak::ymm(
-                        black_box(peak::ITERATIONS),
-                        black_box(0.999),
-                        black_box(0.001),
-                    )
-                })
-            });
-        }
-        group.finish();
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = c;
+    group.finish();
 }
 
 /// Deterministic values in [-1, 1).

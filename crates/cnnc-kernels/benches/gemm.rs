@@ -11,63 +11,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use cnnc_kernels::gemm::{gemm, Epilogue, MatMut, MatRef, PackedB};
+use cnnc_kernels::peak::PeakLoop;
 use cnnc_kernels::{kernels_for, Activation, Kernels, Tier};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-/// Iterations of the peak loops (each iteration is a fixed number of FMAs).
-const PEAK_ITERATIONS: usize = 1 << 16;
-
-/// Register-resident FMA loops: independent accumulator chains, enough to
-/// cover the FMA latency on every port, no memory traffic.
-#[cfg(target_arch = "x86_64")]
-mod peak {
-    use core::arch::x86_64::*;
-
-    /// Accumulators of the `ymm` loop (16 registers: 12 chains + 2 constants).
-    pub const YMM_CHAINS: usize = 12;
-    /// Accumulators of the `zmm` loop (32 registers: 24 chains + 2 constants).
-    pub const ZMM_CHAINS: usize = 24;
-
-    /// `acc = acc * a + b` on 12 `ymm` chains.
-    ///
-    /// # Safety
-    /// AVX2 and FMA must be available.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn ymm(iterations: usize, a: f32, b: f32) -> f32 {
-        let (a, b) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
-        let mut acc = [_mm256_setzero_ps(); YMM_CHAINS];
-        for _ in 0..iterations {
-            for x in acc.iter_mut() {
-                *x = _mm256_fmadd_ps(*x, a, b);
-            }
-        }
-        let mut sum = _mm256_setzero_ps();
-        for x in acc {
-            sum = _mm256_add_ps(sum, x);
-        }
-        _mm256_cvtss_f32(sum)
-    }
-
-    /// `acc = acc * a + b` on 24 `zmm` chains.
-    ///
-    /// # Safety
-    /// AVX-512F must be available.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn zmm(iterations: usize, a: f32, b: f32) -> f32 {
-        let (a, b) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
-        let mut acc = [_mm512_setzero_ps(); ZMM_CHAINS];
-        for _ in 0..iterations {
-            for x in acc.iter_mut() {
-                *x = _mm512_fmadd_ps(*x, a, b);
-            }
-        }
-        let mut sum = _mm512_setzero_ps();
-        for x in acc {
-            sum = _mm512_add_ps(sum, x);
-        }
-        _mm512_reduce_add_ps(sum)
-    }
-}
+/// Iterations of the portable peak loop: those of `cnnc_kernels::peak`.
+const PEAK_ITERATIONS: usize = cnnc_kernels::peak::ITERATIONS;
 
 /// The portable tier's "peak": `a * b + c` on 6 `wide::f32x8` chains (12 SSE
 /// registers in a plain build, no FMA).
@@ -99,37 +48,11 @@ fn bench_peak(c: &mut Criterion) {
             )
         })
     });
-    #[cfg(target_arch = "x86_64")]
-    {
-        if Tier::Avx2.is_available() {
-            group.throughput(Throughput::Elements(
-                (PEAK_ITERATIONS * peak::YMM_CHAINS * 8 * 2) as u64,
-            ));
-            group.bench_function("avx2_ymm", |bench| {
-                // SAFETY: AVX2 and FMA were detected just above.
-                bench.iter(|| unsafe {
-                    peak::ymm(
-                        black_box(PEAK_ITERATIONS),
-                        black_box(0.999),
-                        black_box(0.001),
-                    )
-                })
-            });
-        }
-        if Tier::Avx512.is_available() {
-            group.throughput(Throughput::Elements(
-                (PEAK_ITERATIONS * peak::ZMM_CHAINS * 16 * 2) as u64,
-            ));
-            group.bench_function("avx512_zmm", |bench| {
-                // SAFETY: AVX-512F was detected just above.
-                bench.iter(|| unsafe {
-                    peak::zmm(
-                        black_box(PEAK_ITERATIONS),
-                        black_box(0.999),
-                        black_box(0.001),
-                    )
-                })
-            });
+    // The loops of `cnnc_kernels::peak`.
+    for (tier, id) in [(Tier::Avx2, "avx2_ymm"), (Tier::Avx512, "avx512_zmm")] {
+        if let Some(peak) = PeakLoop::for_tier(tier) {
+            group.throughput(Throughput::Elements(peak.flops_per_call));
+            group.bench_function(id, |bench| bench.iter(|| peak.call()));
         }
     }
     group.finish();

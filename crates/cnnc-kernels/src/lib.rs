@@ -21,6 +21,7 @@ pub mod activation;
 pub mod gemm;
 pub mod geometry;
 pub mod ops;
+pub mod peak;
 pub mod reference;
 pub mod threads;
 pub mod tier;
