@@ -43,60 +43,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Seeded random weights for every tensor the network expects, scaled by
-/// fan-in, batch-norm variances and scales in `[0.5, 1.5)`.
+/// Seeded random weights (seed 0) for every tensor the network expects:
+/// `cnnc_ir::random_weights`, the values `cnnc bench` gives a network
+/// without weights.
 fn random_safetensors(net: &Path) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(net)?;
     let file = cnnc_syntax::SourceFile::new(net.display().to_string(), text);
     let checked = cnnc_ir::check(&file)
         .map_err(|errors| errors.render(&file, cnnc_syntax::RenderStyle::Short))?;
-    let mut header = String::from("{");
-    let mut data: Vec<u8> = Vec::new();
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    for (index, spec) in cnnc_ir::expected_weights(&checked.graph, &checked.info)
-        .iter()
-        .enumerate()
-    {
-        let len: usize = spec.shape.iter().product();
-        let rank1 = spec.shape.len() == 1;
-        let positive =
-            spec.name.ends_with(".running_var") || (rank1 && spec.name.ends_with(".weight"));
-        let fan_in: usize = spec.shape.iter().skip(1).product::<usize>().max(1);
-        let scale = if rank1 {
-            0.1
-        } else {
-            (3.0 / fan_in as f32).sqrt()
-        };
-        let start = data.len();
-        for _ in 0..len {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let unit =
-                (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-            let value = if positive {
-                0.5 + unit
-            } else {
-                (unit * 2.0 - 1.0) * scale
-            };
-            data.extend_from_slice(&value.to_le_bytes());
-        }
-        if index > 0 {
-            header.push(',');
-        }
-        header.push_str(&format!(
-            "\"{}\":{{\"dtype\":\"F32\",\"shape\":{:?},\"data_offsets\":[{start},{}]}}",
-            spec.name,
-            spec.shape,
-            data.len()
-        ));
-    }
-    header.push('}');
-    while !header.len().is_multiple_of(8) {
-        header.push(' ');
-    }
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(&data);
-    Ok(bytes)
+    let specs = cnnc_ir::expected_weights(&checked.graph, &checked.info);
+    Ok(cnnc_ir::random_weights(&specs, 0)?)
 }

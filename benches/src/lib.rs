@@ -12,7 +12,6 @@
 use std::time::Duration;
 
 use cnnc_interp::{Interpreter, Mode, Options};
-use cnnc_ir::WeightSpec;
 use cnnc_runtime::WeightFile;
 
 /// One benchmarked layer.
@@ -159,7 +158,7 @@ impl OneLayer {
         let weights = if specs.is_empty() {
             None
         } else {
-            let bytes = random_safetensors(&specs)?;
+            let bytes = cnnc_ir::random_weights(&specs, 0).map_err(|e| e.to_string())?;
             Some(WeightFile::from_vec(bytes).map_err(|e| e.to_string())?)
         };
         let options = Options::new().mode(mode).threads(threads);
@@ -174,7 +173,7 @@ impl OneLayer {
                 .ok_or_else(|| format!("{}: no step named `{LAYER_NAME}`", spec.name))?,
             None => 0,
         };
-        let input = random_values(interpreter.input_len(), 0x5EED, 1.0);
+        let input = cnnc_ir::random_values(interpreter.input_len(), 0x5EED, 1.0);
         let output = vec![0.0; interpreter.output_len()];
         Ok(OneLayer {
             spec,
@@ -234,59 +233,6 @@ impl OneLayer {
     pub fn output(&self) -> &[f32] {
         &self.output
     }
-}
-
-/// Deterministic values uniform in `[-scale, scale)` (xorshift64*).
-pub fn random_values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    if state == 0 {
-        state = 1;
-    }
-    (0..len)
-        .map(|_| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-            (bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// A safetensors file with seeded random values for `specs`: weights
-/// scaled by `√(3 / fan-in)` (so outputs stay of the input's magnitude and
-/// no denormals appear), rank-1 tensors (biases) in `[-0.1, 0.1)`.
-pub fn random_safetensors(specs: &[WeightSpec]) -> Result<Vec<u8>, String> {
-    let mut header = serde_json::Map::new();
-    let mut data: Vec<u8> = Vec::new();
-    for (index, spec) in specs.iter().enumerate() {
-        let len: usize = spec.shape.iter().product();
-        let scale = if spec.shape.len() == 1 {
-            0.1
-        } else {
-            let fan_in: usize = spec.shape.iter().skip(1).product::<usize>().max(1);
-            (3.0 / fan_in as f32).sqrt()
-        };
-        let values = random_values(len, index as u64 + 1, scale);
-        let start = data.len();
-        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        header.insert(
-            spec.name.clone(),
-            serde_json::json!({
-                "dtype": "F32",
-                "shape": spec.shape,
-                "data_offsets": [start, data.len()],
-            }),
-        );
-    }
-    let mut header = serde_json::Value::Object(header).to_string();
-    while !header.len().is_multiple_of(8) {
-        header.push(' ');
-    }
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(&data);
-    Ok(bytes)
 }
 
 /// The median of `samples` (sorted in place); 0 if empty.

@@ -1,5 +1,7 @@
 //! The benchmarked networks are the layers they claim to be.
 
+use cnnc_ir::WeightSpec;
+
 use super::*;
 
 fn checked(spec: &LayerSpec) -> cnnc_ir::Checked {
@@ -117,7 +119,7 @@ fn random_weights_load_with_their_shapes_and_scales() {
             shape: vec![10],
         },
     ];
-    let bytes = random_safetensors(&specs).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = cnnc_ir::random_weights(&specs, 0).unwrap_or_else(|e| panic!("{e}"));
     let file = WeightFile::from_vec(bytes).unwrap_or_else(|e| panic!("{e}"));
     let weight = file
         .tensor("fc.weight", &[10, 300])

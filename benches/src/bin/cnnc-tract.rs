@@ -20,7 +20,8 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cnnc_benches::{median, random_values};
+use cnnc_benches::median;
+use cnnc_ir::random_values;
 use tract_onnx::prelude::*;
 
 const USAGE: &str = "usage: cnnc-tract MODEL.onnx --shape D0,D1,... [--warmup K] [--iters K] \

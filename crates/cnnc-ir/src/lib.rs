@@ -24,7 +24,10 @@
 //! [`optimize`] runs the [`passes`] (batch-norm folding, epilogue fusion,
 //! dead-code removal) and re-infers; [`plan_memory`] places every value of
 //! a graph in one activation arena ([`memory`]); [`text`] prints a graph
-//! with its plan (`cnnc build --emit ir`).
+//! with its plan (`cnnc build --emit ir`);
+//! [`random_weights`] writes seeded random weights for every tensor
+//! [`expected_weights`] lists (`cnnc bench` of a network without weights,
+//! the benches).
 //!
 //! [`check`] runs the three steps and collects every diagnostic:
 //!
@@ -52,6 +55,7 @@ pub mod lower;
 pub mod memory;
 pub mod op;
 pub mod passes;
+pub mod random;
 pub mod spec;
 pub mod suggest;
 pub mod text;
@@ -69,6 +73,7 @@ pub use op::{
     FoldedBatchNorm, Input, Linear, MaxPool2d, Op, Softmax, WeightSource,
 };
 pub use passes::{optimize, Optimized};
+pub use random::{random_values, random_weights};
 
 use cnnc_syntax::{Diagnostics, SourceFile};
 

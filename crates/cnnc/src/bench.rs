@@ -25,7 +25,6 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use cnnc_interp::{Interpreter, Mode};
 use cnnc_ir::exec_plan::Kernel;
-use cnnc_ir::{Checked, WeightSpec};
 use cnnc_runtime::WeightFile;
 use serde_json::json;
 
@@ -82,10 +81,10 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
     }
     let interpreter_options = interpreter_options(mode, args.threads);
     let source = weights_source(args.weights.as_deref(), &args.net, &checked);
-    let random_weights = matches!(source, WeightsSource::None)
-        && !cnnc_ir::expected_weights(&checked.graph, &checked.info).is_empty();
+    let specs = cnnc_ir::expected_weights(&checked.graph, &checked.info);
+    let random_weights = matches!(source, WeightsSource::None) && !specs.is_empty();
     let interpreter = if random_weights {
-        let bytes = random_safetensors(&checked, args.seed)?;
+        let bytes = cnnc_ir::random_weights(&specs, args.seed)?;
         let weights = WeightFile::from_vec(bytes).map_err(message)?;
         match Interpreter::with_options(
             &checked.graph,
@@ -119,7 +118,7 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
         .try_reserve_exact(input_len.saturating_add(output_len))
         .map_err(|_| anyhow::anyhow!("out of memory: a batch of {batch} is too large"))?;
     drop(buffers);
-    let input = random_values(input_len, args.seed ^ 0x5EED, 1.0);
+    let input = cnnc_ir::random_values(input_len, args.seed ^ 0x5EED, 1.0);
     let mut output = vec![0.0f32; output_len];
 
     let steps = interpreter.exec_plan().map_or(0, |plan| plan.steps.len());
@@ -338,74 +337,6 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
-/// Deterministic values uniform in `[-scale, scale)` (xorshift64*).
-fn random_values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    if state == 0 {
-        state = 1;
-    }
-    (0..len)
-        .map(|_| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-            (bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// Random values for one tensor: fan-in-scaled weights, small biases and
-/// means, batch-norm scales and variances in `[0.5, 1.5)`.
-fn random_tensor(spec: &WeightSpec, seed: u64) -> Vec<f32> {
-    let len: usize = spec.shape.iter().product();
-    let name = spec.name.as_str();
-    let rank1 = spec.shape.len() == 1;
-    if name.ends_with(".running_var") || (rank1 && name.ends_with(".weight")) {
-        // Batch-norm variances and scales.
-        return random_values(len, seed, 0.5)
-            .into_iter()
-            .map(|v| v + 1.0)
-            .collect();
-    }
-    if rank1 {
-        // Biases, batch-norm shifts and means.
-        return random_values(len, seed, 0.1);
-    }
-    let fan_in: usize = spec.shape.iter().skip(1).product::<usize>().max(1);
-    random_values(len, seed, (3.0 / fan_in as f32).sqrt())
-}
-
-/// A safetensors file holding random values for every tensor the network
-/// expects.
-fn random_safetensors(checked: &Checked, seed: u64) -> Result<Vec<u8>> {
-    let specs = cnnc_ir::expected_weights(&checked.graph, &checked.info);
-    let mut header = serde_json::Map::new();
-    let mut data: Vec<u8> = Vec::new();
-    for (index, spec) in specs.iter().enumerate() {
-        let values = random_tensor(spec, seed.wrapping_add(index as u64 + 1));
-        let start = data.len();
-        data.try_reserve(values.len() * 4)?;
-        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        header.insert(
-            spec.name.clone(),
-            json!({
-                "dtype": "F32",
-                "shape": spec.shape,
-                "data_offsets": [start, data.len()],
-            }),
-        );
-    }
-    let mut header = serde_json::Value::Object(header).to_string();
-    while !header.len().is_multiple_of(8) {
-        header.push(' ');
-    }
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(&data);
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,22 +347,5 @@ mod tests {
         assert_eq!(stats(&mut [4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
         assert_eq!(stats(&mut []), (0.0, 0.0, 0.0));
         assert_eq!(rate(500_000_000, 0.5), 2.0);
-    }
-
-    #[test]
-    fn random_values_are_seeded_and_in_range() {
-        let a = random_values(1000, 7, 0.5);
-        assert_eq!(a, random_values(1000, 7, 0.5));
-        assert_ne!(a, random_values(1000, 8, 0.5));
-        assert!(a.iter().all(|v| (-0.5..0.5).contains(v)));
-        let mean: f32 = a.iter().sum::<f32>() / 1000.0;
-        assert!(mean.abs() < 0.05, "{mean}");
-        let var = WeightSpec {
-            name: "bn.running_var".into(),
-            shape: vec![64],
-        };
-        assert!(random_tensor(&var, 1)
-            .iter()
-            .all(|v| (0.5..1.5).contains(v)));
     }
 }
