@@ -10,7 +10,7 @@
 use cnnc_kernels::ops::concat::ConcatSpec;
 use cnnc_kernels::ops::conv::{Algorithm, BottleneckSpec, Conv2dSpec};
 use cnnc_kernels::ops::elementwise::{ActivationSpec, AddSpec};
-use cnnc_kernels::ops::layout::{Reorder, ReorderSpec};
+use cnnc_kernels::ops::layout::{Layout, Reorder, ReorderSpec};
 use cnnc_kernels::ops::linear::LinearSpec;
 use cnnc_kernels::ops::norm::BatchNormSpec;
 use cnnc_kernels::ops::pool::{AdaptiveAvgPoolSpec, AvgPoolSpec, MaxPoolSpec};
@@ -314,13 +314,16 @@ impl ToLiteral for MaxPoolSpec {
         let MaxPoolSpec {
             geometry,
             activation,
+            layout,
         } = *self;
         let geometry = geometry.literal();
         let activation = activation.literal();
+        let layout = layout.literal();
         quote! {
             ::cnnc_runtime::kernels::ops::pool::MaxPoolSpec {
                 geometry: #geometry,
                 activation: #activation,
+                layout: #layout,
             }
         }
     }
@@ -332,15 +335,18 @@ impl ToLiteral for AvgPoolSpec {
             geometry,
             count_include_pad,
             activation,
+            layout,
         } = *self;
         let geometry = geometry.literal();
         let count_include_pad = count_include_pad.literal();
         let activation = activation.literal();
+        let layout = layout.literal();
         quote! {
             ::cnnc_runtime::kernels::ops::pool::AvgPoolSpec {
                 geometry: #geometry,
                 count_include_pad: #count_include_pad,
                 activation: #activation,
+                layout: #layout,
             }
         }
     }
@@ -362,6 +368,16 @@ impl ToLiteral for AdaptiveAvgPoolSpec {
                 output: #output,
             }
         }
+    }
+}
+
+impl ToLiteral for Layout {
+    fn literal(&self) -> TokenStream {
+        let layout = match self {
+            Layout::Nhwc => quote!(Nhwc),
+            Layout::Nchw => quote!(Nchw),
+        };
+        quote!(::cnnc_runtime::kernels::ops::layout::Layout::#layout)
     }
 }
 

@@ -28,6 +28,14 @@
 //!   caller's buffer itself (an in-place element-wise step then reads its
 //!   input's slot instead), or, when the output is an alias of another
 //!   value, a [`Kernel::Copy`] does.
+//! - **A pooling of the input.** When the input's only reader is a max or
+//!   average pooling (whose window the planar kernel takes), that pooling
+//!   reads the caller's NCHW planes itself ([`Layout::Nchw`]) and the input
+//!   reorder moves after it, onto the pooled value (a 3x3/2 pooling: a
+//!   quarter of the data): the pooling writes NCHW into the input's slot,
+//!   then a reorder writes its own slot. A pooling that is the network's
+//!   output writes the caller's buffer and nothing is reordered; a pooled
+//!   `[C, 1, 1]` needs no reorder either.
 //! - **`flatten`** of `[C, H, W]` with `C > 1` and `H·W > 1` is a reorder
 //!   NHWC → NCHW into the flattened value's slot; any other `flatten` (and
 //!   `dropout`) is an alias and has no step.
@@ -79,10 +87,10 @@
 use cnnc_kernels::ops::concat::ConcatSpec;
 use cnnc_kernels::ops::conv::{BottleneckSpec, Conv2dSpec};
 use cnnc_kernels::ops::elementwise::{ActivationSpec, AddSpec};
-use cnnc_kernels::ops::layout::{Reorder, ReorderSpec};
+use cnnc_kernels::ops::layout::{Layout, Reorder, ReorderSpec};
 use cnnc_kernels::ops::linear::LinearSpec;
 use cnnc_kernels::ops::norm::BatchNormSpec;
-use cnnc_kernels::ops::pool::{AdaptiveAvgPoolSpec, AvgPoolSpec, MaxPoolSpec};
+use cnnc_kernels::ops::pool::{planar_supported, AdaptiveAvgPoolSpec, AvgPoolSpec, MaxPoolSpec};
 use cnnc_kernels::ops::softmax::SoftmaxSpec;
 use cnnc_kernels::Activation;
 use cnnc_syntax::{Diagnostic, Diagnostics, Label, Span};
@@ -232,6 +240,14 @@ impl Kernel {
     pub fn algorithm(&self) -> Option<&'static str> {
         match self {
             Kernel::Conv2d(spec) => Some(spec.algorithm.name()),
+            Kernel::MaxPool(MaxPoolSpec {
+                layout: Layout::Nchw,
+                ..
+            })
+            | Kernel::AvgPool(AvgPoolSpec {
+                layout: Layout::Nchw,
+                ..
+            }) => Some("planar"),
             Kernel::Bottleneck(spec) => Some(if spec.expand.is_some() {
                 "expand+depthwise+project"
             } else {
@@ -390,8 +406,9 @@ impl Planner<'_> {
         });
         self.input_direct = input != output && flatten_is_alias(&input_shape) && !written_over;
 
+        let planar = self.planar_pool()?;
         let mut steps = Vec::with_capacity(self.memory.order().len() + 2);
-        if !self.input_direct {
+        if !self.input_direct && planar.is_none() {
             let kernel = self.edge_kernel(input, &input_shape, Reorder::NchwToNhwc)?;
             steps.push(Step {
                 name: "input".to_string(),
@@ -405,8 +422,10 @@ impl Planner<'_> {
             });
         }
         for &node in &self.memory.order()[1..] {
-            if let Some(step) = self.step(node)? {
-                steps.push(step);
+            match self.step(node)? {
+                Some(step) if planar == Some(node) => self.push_planar(&mut steps, step)?,
+                Some(step) => steps.push(step),
+                None => {}
             }
         }
         for block in self.memory.bottlenecks() {
@@ -433,6 +452,8 @@ impl Planner<'_> {
                 .last()
                 .is_some_and(|step| step.node == output && step.output == output_region);
         match steps.last_mut() {
+            // A planar pooling that is the whole network wrote it.
+            Some(step) if step.output == Operand::Output => {}
             Some(step) if redirect => {
                 step.output = Operand::Output;
                 step.in_place = false;
@@ -460,6 +481,79 @@ impl Planner<'_> {
             arena_len: self.memory.arena_len(),
             steps,
         })
+    }
+
+    /// The max or average pooling that pools the caller's NCHW input
+    /// directly ([`Layout::Nchw`]), if any: the input's only reader, with a
+    /// window the planar kernel takes, whose output fits in the input's
+    /// slot (where it is written before its reorder) or is the network's
+    /// output. The NCHW → NHWC reorder then runs on the pooled value, which
+    /// is smaller (a 3x3/2 pooling: a quarter of the input), or not at all.
+    fn planar_pool(&self) -> Result<Option<NodeId>, Diagnostics> {
+        let graph = self.graph;
+        let (input, output) = (graph.input(), graph.output());
+        if self.input_direct || input == output {
+            return Ok(None);
+        }
+        let &[(pool, _)] = &graph.users(input)[..] else {
+            return Ok(None);
+        };
+        let pooling = graph
+            .get(pool)
+            .is_some_and(|data| matches!(data.op, Op::MaxPool2d(_) | Op::AvgPool2d(_)));
+        let fresh = self
+            .memory
+            .slot(pool)
+            .is_some_and(|slot| slot.placement == Placement::Fresh);
+        if !pooling || !fresh || !planar_supported(&self.pool_geometry(pool)?) {
+            return Ok(None);
+        }
+        let fits = pool == output || self.len_of(pool)? <= self.len_of(input)?;
+        Ok(fits.then_some(pool))
+    }
+
+    /// Pushes the planar form of the pooling `step` ([`Planner::planar_pool`]):
+    /// the pooling of the caller's input, written to the caller's output or
+    /// into the input's slot, and then the reorder of that into the
+    /// pooling's own slot.
+    fn push_planar(&self, steps: &mut Vec<Step>, mut step: Step) -> Result<(), Diagnostics> {
+        let graph = self.graph;
+        let pool = step.node;
+        match &mut step.kernel {
+            Kernel::MaxPool(spec) => spec.layout = Layout::Nchw,
+            Kernel::AvgPool(spec) => spec.layout = Layout::Nchw,
+            _ => return Err(internal(graph, pool, "a planar step that is not a pooling")),
+        }
+        step.inputs = vec![Operand::Input];
+        if pool == graph.output() {
+            step.output = Operand::Output;
+            steps.push(step);
+            return Ok(());
+        }
+        let shape = self.info.shape(pool).to_vec();
+        let Kernel::Reorder(spec) = self.edge_kernel(pool, &shape, Reorder::NchwToNhwc)? else {
+            // `[C, 1, 1]` (or one channel): both layouts are the same.
+            step.output = Operand::Arena(self.region(pool)?);
+            steps.push(step);
+            return Ok(());
+        };
+        let pooled = Region {
+            len: self.len_of(pool)?,
+            ..self.region(graph.input())?
+        };
+        step.output = Operand::Arena(pooled);
+        steps.push(step);
+        steps.push(Step {
+            name: "input".to_string(),
+            node: pool,
+            kernel: Kernel::Reorder(spec),
+            weights: None,
+            inputs: vec![Operand::Arena(pooled)],
+            output: Operand::Arena(self.region(pool)?),
+            in_place: false,
+            macs: 0,
+        });
+        Ok(())
     }
 
     /// Replaces the steps of `block` by one [`Kernel::Bottleneck`] step at
@@ -633,11 +727,13 @@ impl Planner<'_> {
             Op::MaxPool2d(_) => Kernel::MaxPool(MaxPoolSpec {
                 geometry: self.pool_geometry(node)?,
                 activation: Activation::Identity,
+                layout: Layout::Nhwc,
             }),
             Op::AvgPool2d(pool) => Kernel::AvgPool(AvgPoolSpec {
                 geometry: self.pool_geometry(node)?,
                 count_include_pad: pool.count_include_pad,
                 activation: Activation::Identity,
+                layout: Layout::Nhwc,
             }),
             Op::AdaptiveAvgPool2d(pool) => {
                 let &[channels, in_h, in_w] = first_shape else {
@@ -960,6 +1056,108 @@ mod tests {
         assert_eq!(plan.steps[0].inputs, [Operand::Input]);
         assert_eq!(plan.steps[2].output, Operand::Output);
         assert!(plan.steps.iter().all(|step| !step.in_place));
+    }
+
+    /// The layout of the plan's pooling steps, in order.
+    fn pool_layouts(plan: &ExecPlan) -> Vec<Layout> {
+        plan.steps
+            .iter()
+            .filter_map(|step| match step.kernel {
+                Kernel::MaxPool(spec) => Some(spec.layout),
+                Kernel::AvgPool(spec) => Some(spec.layout),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pooling_of_the_input_pools_the_nchw_planes() {
+        // The whole network: no reorder at all.
+        let (_, plan) = self::plan(
+            "input x: [4, 9, 9]
+             p = maxpool2d(3, stride=2, padding=1)",
+        );
+        assert_eq!(kernels(&plan), ["maxpool2d"]);
+        assert_eq!(pool_layouts(&plan), [Layout::Nchw]);
+        assert_eq!(plan.steps[0].kernel.algorithm(), Some("planar"));
+        assert_eq!(plan.steps[0].inputs, [Operand::Input]);
+        assert_eq!(plan.steps[0].output, Operand::Output);
+
+        // Followed by a convolution: pooled into the input's slot, then the
+        // reorder of the (quarter-size) pooled value.
+        let (graph, plan) = self::plan(
+            "input x: [4, 9, 9]
+             p = avgpool2d(3, stride=2, padding=1)
+             c = conv2d(8, 3, padding=1)",
+        );
+        assert_eq!(
+            kernels(&plan),
+            ["avgpool2d", "reorder", "conv2d", "reorder"]
+        );
+        assert_eq!(pool_layouts(&plan), [Layout::Nchw]);
+        let (pool, reorder, conv) = (&plan.steps[0], &plan.steps[1], &plan.steps[2]);
+        let Operand::Arena(pooled) = pool.output else {
+            panic!("pooled into the arena")
+        };
+        assert_eq!(pooled.len, 4 * 5 * 5);
+        assert_eq!(reorder.inputs, [pool.output]);
+        assert_eq!(
+            reorder.kernel,
+            Kernel::Reorder(ReorderSpec {
+                reorder: Reorder::NchwToNhwc,
+                channels: 4,
+                height: 5,
+                width: 5
+            })
+        );
+        assert_eq!(reorder.node, find(&graph, "p"));
+        assert_eq!(conv.inputs, [reorder.output]);
+        let Operand::Arena(nhwc) = reorder.output else {
+            panic!("reordered into the arena")
+        };
+        assert!(
+            pooled.offset + pooled.len <= nhwc.offset || nhwc.offset + nhwc.len <= pooled.offset
+        );
+
+        // A pooled `[C, 1, 1]` is the same in both layouts: no reorder.
+        let (_, plan) = self::plan(
+            "input x: [4, 3, 3]
+             p = maxpool2d(3)
+             flatten
+             fc = linear(2)",
+        );
+        assert_eq!(kernels(&plan), ["maxpool2d", "linear"]);
+        assert_eq!(pool_layouts(&plan), [Layout::Nchw]);
+    }
+
+    #[test]
+    fn other_poolings_stay_nhwc() {
+        // Larger than its input (it would not fit in the input's slot).
+        let (_, plan) = self::plan(
+            "input x: [4, 6, 6]
+             p = maxpool2d(2, stride=1, padding=1)
+             c = conv2d(4, 1)",
+        );
+        assert_eq!(
+            kernels(&plan),
+            ["reorder", "maxpool2d", "conv2d", "reorder"]
+        );
+        assert_eq!(pool_layouts(&plan), [Layout::Nhwc]);
+        // The input read by another layer too, and a pooling that is not the
+        // first layer.
+        let (_, plan) = self::plan(
+            "input x: [4, 6, 6]
+             p = maxpool2d(3, stride=1, padding=1)
+             s = add(p, x)
+             q = maxpool2d(2)",
+        );
+        assert_eq!(pool_layouts(&plan), [Layout::Nhwc, Layout::Nhwc]);
+        // One channel: the input is read in place already.
+        let (_, plan) = self::plan(
+            "input x: [1, 6, 6]
+             p = maxpool2d(2)",
+        );
+        assert_eq!(pool_layouts(&plan), [Layout::Nhwc]);
     }
 
     #[test]

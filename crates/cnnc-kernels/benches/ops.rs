@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use cnnc_kernels::gemm::{gemm, Epilogue, MatMut, MatRef, PackedB};
 use cnnc_kernels::geometry::Pool2dGeometry;
 use cnnc_kernels::ops::elementwise::{exp_in_place, ActivationOp, ActivationSpec};
-use cnnc_kernels::ops::layout::{Reorder, ReorderOp, ReorderSpec};
+use cnnc_kernels::ops::layout::{Layout, Reorder, ReorderOp, ReorderSpec};
 use cnnc_kernels::ops::linear::{LinearOp, LinearSpec};
 use cnnc_kernels::ops::pool::{AdaptiveAvgPoolOp, AdaptiveAvgPoolSpec, MaxPoolOp, MaxPoolSpec};
 use cnnc_kernels::ops::Context;
@@ -114,16 +114,24 @@ fn bench_maxpool(c: &mut Criterion) {
     group.bench_function("oracle", |bench| {
         bench.iter(|| reference::max_pool2d(&g, black_box(&x), &mut y))
     });
-    let op = MaxPoolOp::new(MaxPoolSpec {
-        geometry: g,
-        activation: Activation::Identity,
-    })
-    .expect("valid pooling");
-    for kernels in tiers() {
-        let ctx = Context::with(kernels, 1);
-        group.bench_function(kernels.tier().name(), |bench| {
-            bench.iter(|| op.run(&ctx, 1, black_box(&x), &mut y))
-        });
+    // NHWC (inside a network) and planar NCHW (a pooling of the input).
+    for layout in [Layout::Nhwc, Layout::Nchw] {
+        let op = MaxPoolOp::new(MaxPoolSpec {
+            geometry: g,
+            activation: Activation::Identity,
+            layout,
+        })
+        .expect("valid pooling");
+        for kernels in tiers() {
+            let ctx = Context::with(kernels, 1);
+            let name = match layout {
+                Layout::Nhwc => kernels.tier().name().to_string(),
+                Layout::Nchw => format!("planar_{}", kernels.tier().name()),
+            };
+            group.bench_function(name, |bench| {
+                bench.iter(|| op.run(&ctx, 1, black_box(&x), &mut y))
+            });
+        }
     }
     group.finish();
 }

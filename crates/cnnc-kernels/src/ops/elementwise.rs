@@ -71,6 +71,12 @@ pub(crate) trait SimdMath: Simd {
     /// # Safety
     /// The target-feature contract.
     unsafe fn reduce_max(self) -> f32;
+    /// The even lanes of `a`, then those of `b`: every second element of
+    /// the `2 · LANES` elements `a, b` (a stride-2 pick).
+    ///
+    /// # Safety
+    /// The target-feature contract.
+    unsafe fn even_lanes(a: Self, b: Self) -> Self;
 }
 
 /// The scalar reference tier: one lane, plain `f32` arithmetic.
@@ -112,6 +118,10 @@ impl SimdMath for f32 {
     #[inline(always)]
     unsafe fn reduce_max(self) -> f32 {
         self
+    }
+    #[inline(always)]
+    unsafe fn even_lanes(a: Self, _b: Self) -> Self {
+        a
     }
 }
 
@@ -157,6 +167,17 @@ impl SimdMath for wide::f32x8 {
         self.to_array()
             .into_iter()
             .fold(f32::NEG_INFINITY, f32::max)
+    }
+    #[inline(always)]
+    unsafe fn even_lanes(a: Self, b: Self) -> Self {
+        let (a, b) = (a.to_array(), b.to_array());
+        wide::f32x8::from(core::array::from_fn::<f32, 8, _>(|i| {
+            if i < 4 {
+                a[2 * i]
+            } else {
+                b[2 * i - 8]
+            }
+        }))
     }
 }
 
@@ -231,6 +252,15 @@ mod x86 {
                 _mm_cvtss_f32(_mm_max_ss(pairs, _mm_movehdup_ps(pairs)))
             }
         }
+        #[inline(always)]
+        unsafe fn even_lanes(a: Self, b: Self) -> Self {
+            // SAFETY: see the impl comment. Per 128-bit half: a0 a2 b0 b2;
+            // then the 64-bit quarters reordered 0 2 1 3.
+            unsafe {
+                let pairs = _mm256_shuffle_ps::<0x88>(a, b);
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(pairs)))
+            }
+        }
     }
 
     // SAFETY (all blocks in this impl): AVX-512F is available by the
@@ -285,6 +315,15 @@ mod x86 {
             unsafe {
                 let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self)));
                 _mm256_max_ps(_mm512_castps512_ps256(self), high).reduce_max()
+            }
+        }
+        #[inline(always)]
+        unsafe fn even_lanes(a: Self, b: Self) -> Self {
+            // SAFETY: see the impl comment.
+            unsafe {
+                let even =
+                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                _mm512_permutex2var_ps(a, even, b)
             }
         }
     }

@@ -36,6 +36,17 @@ pub const TILE: usize = 32;
 /// Length of the runs along the strided side of a transpose, in elements.
 pub const WIDE: usize = 128;
 
+/// How a `[C, H, W]` value is stored, per sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// `[H, W, C]`: channels contiguous, the layout of every value inside
+    /// a network.
+    #[default]
+    Nhwc,
+    /// `[C, H, W]`: PyTorch's, the layout of the caller's input and output.
+    Nchw,
+}
+
 /// The direction of a reorder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reorder {

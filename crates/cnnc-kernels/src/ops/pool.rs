@@ -23,14 +23,42 @@
 //! Specs hold the per-sample geometry ([`Pool2dGeometry`] with `batch = 1`);
 //! the batch is `run`'s argument. Work is split between threads by output
 //! rows (of all samples together).
+//!
+//! **Planar (NCHW) max and average pooling.** A pooling that reads the
+//! network's input can pool the caller's NCHW planes directly
+//! ([`Layout::Nchw`]) and leave the layout change to its smaller output (or
+//! skip it when the pooling is the whole network). Per output row of a
+//! plane, in chunks of at most [`PLANAR_SPAN`] input columns: the window
+//! rows are reduced into one padded row (`-inf` or 0 outside the input),
+//! that row is reduced over the `kw` column taps at stride 1, and every
+//! `stride`-th result is kept: all contiguous vector work, about twice the
+//! needed column reductions at stride 2. Max pooling gives the same values
+//! as the NHWC kernel (no arithmetic); average pooling sums rows first, so
+//! its last bits may differ from the NHWC kernel's (both are `f32` sums of
+//! the same taps, within the reference tolerance). Windows wider than
+//! [`PLANAR_SPAN`]` / 2` columns are refused ([`planar_supported`]).
 
 use core::ops::Range;
 
 use super::elementwise::{activate, load_n, store_n, tier_table, total, SimdMath};
 use crate::activation::Activation;
 use crate::geometry::Pool2dGeometry;
+use crate::ops::layout::Layout;
 use crate::ops::{check_len, Context, OpError};
 use crate::threads::{part, task_count, Disjoint};
+
+/// Input columns a planar pooling reduces at a time (two stack rows of
+/// this many floats per call).
+pub const PLANAR_SPAN: usize = 512;
+
+/// Whether a max or average pooling of `g` can run on NCHW planes: its
+/// window spans at most [`PLANAR_SPAN`]` / 2` input columns.
+pub fn planar_supported(g: &Pool2dGeometry) -> bool {
+    g.kernel[1]
+        .checked_sub(1)
+        .and_then(|taps| taps.checked_mul(g.dilation[1]))
+        .is_some_and(|reach| reach < PLANAR_SPAN / 2)
+}
 
 /// Max pooling (`MaxPool2d`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,6 +67,8 @@ pub struct MaxPoolSpec {
     pub geometry: Pool2dGeometry,
     /// Fused after the pooling ([`Activation::Identity`] for none).
     pub activation: Activation,
+    /// How input and output samples are stored.
+    pub layout: Layout,
 }
 
 /// Average pooling (`AvgPool2d`; `geometry.dilation` must be `[1, 1]`).
@@ -51,6 +81,8 @@ pub struct AvgPoolSpec {
     pub count_include_pad: bool,
     /// Fused after the pooling.
     pub activation: Activation,
+    /// How input and output samples are stored.
+    pub layout: Layout,
 }
 
 /// Adaptive average pooling (`AdaptiveAvgPool2d`; `[1, 1]` output is
@@ -79,6 +111,7 @@ struct Pooling {
     g: Pool2dGeometry,
     mode: Mode,
     activation: Activation,
+    layout: Layout,
     /// Elements of one sample's input and output.
     input_len: usize,
     output_len: usize,
@@ -86,7 +119,12 @@ struct Pooling {
 
 impl Pooling {
     /// Checks that every size and index the kernels compute fits.
-    fn new(g: Pool2dGeometry, mode: Mode, activation: Activation) -> Result<Pooling, OpError> {
+    fn new(
+        g: Pool2dGeometry,
+        mode: Mode,
+        activation: Activation,
+        layout: Layout,
+    ) -> Result<Pooling, OpError> {
         let refuse = |why: &str| Err(OpError::Spec(format!("pooling {g:?}: {why}")));
         if g.batch != 1 {
             return refuse("the spec's geometry is per sample (batch 1)");
@@ -96,6 +134,11 @@ impl Pooling {
         }
         if matches!(mode, Mode::Avg { .. }) && g.dilation != [1, 1] {
             return refuse("average pooling has no dilation");
+        }
+        if layout == Layout::Nchw && (mode == Mode::Adaptive || !planar_supported(&g)) {
+            return refuse(
+                "planar pooling needs a max or average window of fewer than 256 columns",
+            );
         }
         let lengths = [g.in_h, g.in_w, g.channels]
             .into_iter()
@@ -124,6 +167,7 @@ impl Pooling {
                 g,
                 mode,
                 activation,
+                layout,
                 input_len,
                 output_len,
             }),
@@ -149,6 +193,9 @@ impl Pooling {
         if rows == 0 || self.output_len == 0 {
             return Ok(());
         }
+        if self.layout == Layout::Nchw {
+            return self.run_planar(ctx, batch, input, output);
+        }
         let row_len = g.out_w * g.channels;
         let work_per_row = row_len * g.kernel[0] * g.kernel[1];
         let tasks = task_count(ctx.threads(), rows * work_per_row, 1 << 16).min(rows);
@@ -169,6 +216,46 @@ impl Pooling {
                 // SAFETY: `input` holds one sample of the checked geometry
                 // and `output` one output row; every tap the kernel reads is
                 // clipped to the input. The table is of a tier this CPU has.
+                unsafe { kernel(&args) };
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Pooling {
+    /// [`Pooling::run`] on NCHW samples (lengths checked): tasks own runs
+    /// of output rows of all planes of all samples.
+    fn run_planar(
+        &self,
+        ctx: &Context,
+        batch: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), OpError> {
+        let g = &self.g;
+        let (plane_len, row_len) = (g.in_h * g.in_w, g.out_w);
+        let rows = batch * g.channels * g.out_h;
+        let work_per_row = row_len * g.kernel[0] * g.kernel[1];
+        let tasks = task_count(ctx.threads(), rows * work_per_row, 1 << 16).min(rows);
+        let kernel = pool_tiers::table(ctx.kernels()).planar_row;
+        let output = Disjoint::new(output);
+        ctx.parallel_for(tasks, |task| {
+            for row in part(rows, tasks, 1, task) {
+                let (plane, oy) = (row / g.out_h, row % g.out_h);
+                let plane_input = &input[plane * plane_len..(plane + 1) * plane_len];
+                // SAFETY: output row `row` belongs to this task only.
+                let out = unsafe { output.part(row * row_len..(row + 1) * row_len) };
+                let args = RowArgs {
+                    input: plane_input.as_ptr(),
+                    output: out.as_mut_ptr(),
+                    oy,
+                    pooling: *self,
+                };
+                // SAFETY: `input` holds one plane of the checked geometry
+                // and `output` one output row of it; the kernel reads only
+                // input columns inside the plane. The table is of a tier
+                // this CPU has.
                 unsafe { kernel(&args) };
             }
         });
@@ -230,11 +317,13 @@ struct RowArgs {
 
 struct PoolKernels {
     row: unsafe fn(&RowArgs),
+    planar_row: unsafe fn(&RowArgs),
 }
 
 tier_table! {
     mod pool_tiers for PoolKernels {
         row: pool_row::<V>(args: &RowArgs);
+        planar_row: pool_planar_row::<V>(args: &RowArgs);
     }
 }
 
@@ -381,6 +470,177 @@ unsafe fn pool_row<V: SimdMath>(args: &RowArgs) {
     }
 }
 
+/// One output row of one NCHW plane (`args.input` the plane, `args.output`
+/// the row): see the module documentation.
+///
+/// # Safety
+/// `args` as [`Pooling::run_planar`] builds it; the target-feature
+/// contract.
+#[inline(always)]
+unsafe fn pool_planar_row<V: SimdMath>(args: &RowArgs) {
+    let Pooling {
+        g,
+        mode,
+        activation,
+        ..
+    } = args.pooling;
+    let max = mode == Mode::Max;
+    let outside = if max { f32::NEG_INFINITY } else { 0.0 };
+    // The input rows of this output row's windows, and the row part of the
+    // average's padded divisor.
+    let (rows, row_step, row_padded) = if max {
+        let taps = valid_taps(
+            args.oy,
+            g.stride[0],
+            g.dilation[0],
+            g.padding[0],
+            g.kernel[0],
+            g.in_h,
+        );
+        let first =
+            (args.oy * g.stride[0] + taps.start * g.dilation[0]).saturating_sub(g.padding[0]);
+        (first..first + taps.len() * g.dilation[0], g.dilation[0], 0)
+    } else {
+        let (rows, padded) = avg_window(args.oy, g.stride[0], g.kernel[0], g.padding[0], g.in_h);
+        (rows, 1, padded)
+    };
+    let (stride, dilation) = (g.stride[1], g.dilation[1]);
+    // Offset of a window's last column tap from its first.
+    let reach = (g.kernel[1] - 1) * dilation;
+    // Outputs per chunk: their windows span at most `PLANAR_SPAN` columns.
+    let chunk = (PLANAR_SPAN - reach - 1) / stride + 1;
+    // Written before read: no need to clear them on every row.
+    let mut span = core::mem::MaybeUninit::<[f32; PLANAR_SPAN]>::uninit();
+    let mut reduced = core::mem::MaybeUninit::<[f32; PLANAR_SPAN]>::uninit();
+    let (span, reduced) = (
+        span.as_mut_ptr().cast::<f32>(),
+        reduced.as_mut_ptr().cast::<f32>(),
+    );
+    // SAFETY: input reads stay inside the plane's columns `0..in_w` of
+    // rows `rows` (inside the plane); the buffers are read only where
+    // written, below `len ≤ PLANAR_SPAN`; output writes stay inside the
+    // row. The contract is the caller's.
+    unsafe {
+        let fill = |from: usize, to: usize| {
+            for t in from..to {
+                *span.add(t) = outside;
+            }
+        };
+        let mut ox0 = 0;
+        while ox0 < g.out_w {
+            let n = chunk.min(g.out_w - ox0);
+            let len = (n - 1) * stride + reach + 1;
+            // Span column `t` is input column `x0 + t`.
+            let x0 = (ox0 * stride) as isize - g.padding[1] as isize;
+            let inside_start = (-x0).clamp(0, len as isize) as usize;
+            let inside_end =
+                (g.in_w as isize - x0).clamp(inside_start as isize, len as isize) as usize;
+            fill(0, inside_start);
+            fill(inside_end, len);
+            if rows.is_empty() {
+                fill(inside_start, inside_end);
+            } else if inside_end > inside_start {
+                // The window rows, reduced in registers, one vector of
+                // columns at a time.
+                let column = (x0 + inside_start as isize) as usize;
+                let at = |iy: usize| args.input.add(iy * g.in_w + column);
+                let mut t = 0;
+                while t < inside_end - inside_start {
+                    let lanes = (inside_end - inside_start - t).min(V::LANES);
+                    let mut acc = load_n::<V>(at(rows.start).add(t), lanes);
+                    for iy in rows.clone().step_by(row_step).skip(1) {
+                        acc = reduce(acc, load_n::<V>(at(iy).add(t), lanes), max);
+                    }
+                    store_n(acc, span.add(inside_start + t), lanes);
+                    t += lanes;
+                }
+            }
+            // Every column tap at stride 1, then every `stride`-th result.
+            let m = (n - 1) * stride + 1;
+            let mut x = 0;
+            while x < m {
+                let lanes = (m - x).min(V::LANES);
+                let mut acc = load_n::<V>(span.add(x), lanes);
+                for kx in 1..g.kernel[1] {
+                    acc = reduce(acc, load_n::<V>(span.add(x + kx * dilation), lanes), max);
+                }
+                store_n(acc, reduced.add(x), lanes);
+                x += lanes;
+            }
+            // Every `stride`-th result, in vectors at stride 1 and 2.
+            let out = args.output.add(ox0);
+            let mut j = 0;
+            if stride <= 2 {
+                while j < n {
+                    let lanes = (n - j).min(V::LANES);
+                    let value = if stride == 1 {
+                        load_n::<V>(reduced.add(j), lanes)
+                    } else {
+                        // Elements `2j .. 2j + 2·lanes - 1` were written.
+                        let pair = 2 * lanes - 1;
+                        let low = load_n::<V>(reduced.add(2 * j), pair);
+                        let high = load_n::<V>(
+                            reduced.add(2 * j + V::LANES),
+                            pair.saturating_sub(V::LANES),
+                        );
+                        V::even_lanes(low, high)
+                    };
+                    store_n(value, out.add(j), lanes);
+                    j += lanes;
+                }
+            } else {
+                for j in 0..n {
+                    *out.add(j) = *reduced.add(j * stride);
+                }
+            }
+            if let Mode::Avg { count_include_pad } = mode {
+                for j in 0..n {
+                    let (cols, col_padded) =
+                        avg_window(ox0 + j, stride, g.kernel[1], g.padding[1], g.in_w);
+                    let divisor = if count_include_pad {
+                        row_padded * col_padded
+                    } else {
+                        rows.len() * cols.len()
+                    };
+                    *out.add(j) = if rows.is_empty() || cols.is_empty() || divisor == 0 {
+                        0.0
+                    } else {
+                        *out.add(j) / divisor as f32
+                    };
+                }
+            }
+            ox0 += n;
+        }
+        if activation != Activation::Identity {
+            let mut x = 0;
+            while x < g.out_w {
+                let n = (g.out_w - x).min(V::LANES);
+                let p = args.output.add(x);
+                store_n(activate(load_n::<V>(p, n), activation), p, n);
+                x += n;
+            }
+        }
+    }
+}
+
+/// `max(acc, x)` with a NaN in either winning, or `acc + x`.
+///
+/// # Safety
+/// The target-feature contract.
+#[inline(always)]
+unsafe fn reduce<V: SimdMath>(acc: V, x: V, max: bool) -> V {
+    // SAFETY: register arithmetic under the caller's contract.
+    unsafe {
+        if max {
+            // `max` returns `acc` if either is NaN: a NaN in `acc` stays,
+            // and a NaN in `x` is taken by the select.
+            V::select(x.is_nan(), x, x.max(acc))
+        } else {
+            acc.add(x)
+        }
+    }
+}
+
 /// Pools `NV` vectors of channels starting at `c` (the last vector holds
 /// `last` valid lanes) over `window`, and stores them at `out`.
 ///
@@ -450,7 +710,7 @@ pub struct MaxPoolOp {
 impl MaxPoolOp {
     /// The operator for `spec`; refused if the spec is inconsistent.
     pub fn new(spec: MaxPoolSpec) -> Result<MaxPoolOp, OpError> {
-        let pooling = Pooling::new(spec.geometry, Mode::Max, spec.activation)?;
+        let pooling = Pooling::new(spec.geometry, Mode::Max, spec.activation, spec.layout)?;
         Ok(MaxPoolOp { spec, pooling })
     }
 
@@ -464,7 +724,7 @@ impl MaxPoolOp {
         0
     }
 
-    /// Pools `batch` NHWC samples.
+    /// Pools `batch` samples stored as `spec.layout` says.
     pub fn run(
         &self,
         ctx: &Context,
@@ -489,7 +749,7 @@ impl AvgPoolOp {
         let mode = Mode::Avg {
             count_include_pad: spec.count_include_pad,
         };
-        let pooling = Pooling::new(spec.geometry, mode, spec.activation)?;
+        let pooling = Pooling::new(spec.geometry, mode, spec.activation, spec.layout)?;
         Ok(AvgPoolOp { spec, pooling })
     }
 
@@ -503,7 +763,7 @@ impl AvgPoolOp {
         0
     }
 
-    /// Pools `batch` NHWC samples.
+    /// Pools `batch` samples stored as `spec.layout` says.
     pub fn run(
         &self,
         ctx: &Context,
@@ -546,7 +806,7 @@ impl AdaptiveAvgPoolOp {
             dilation: [1, 1],
             padding: [0, 0],
         };
-        let pooling = Pooling::new(geometry, Mode::Adaptive, Activation::Identity)?;
+        let pooling = Pooling::new(geometry, Mode::Adaptive, Activation::Identity, Layout::Nhwc)?;
         // `adaptive_window` multiplies `(o + 1) · len`.
         if out_h.checked_mul(in_h).is_none() || out_w.checked_mul(in_w).is_none() {
             return Err(OpError::Spec(format!(
@@ -566,7 +826,7 @@ impl AdaptiveAvgPoolOp {
         0
     }
 
-    /// Pools `batch` NHWC samples.
+    /// Pools `batch` samples stored as `spec.layout` says.
     pub fn run(
         &self,
         ctx: &Context,
@@ -674,6 +934,7 @@ mod tests {
         let max = MaxPoolOp::new(MaxPoolSpec {
             geometry: g,
             activation: Activation::Identity,
+            layout: Layout::Nhwc,
         })
         .unwrap();
         let mut expected = vec![0.0; full.output_len()];
@@ -681,14 +942,26 @@ mod tests {
         let actual = run_nhwc(&ctx, batch, in_shape, out_shape, x, |ctx, i, o| {
             max.run(ctx, batch, i, o)
         });
-        // Max pooling does no arithmetic: exact.
-        assert!(
+        // Max pooling does no arithmetic: exact, in either layout.
+        let exact = |actual: &[f32]| {
             actual
                 .iter()
                 .zip(&expected)
-                .all(|(a, e)| a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan())),
-            "max {what}"
-        );
+                .all(|(a, e)| a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan()))
+        };
+        assert!(exact(&actual), "max {what}");
+        let planar = planar_supported(&g).then(|| {
+            MaxPoolOp::new(MaxPoolSpec {
+                layout: Layout::Nchw,
+                ..*max.spec()
+            })
+            .unwrap()
+        });
+        if let Some(planar) = &planar {
+            let mut actual = vec![f32::NAN; expected.len()];
+            planar.run(&ctx, batch, x, &mut actual).unwrap();
+            assert!(exact(&actual), "planar max {what}");
+        }
 
         if g.dilation == [1, 1] {
             for count_include_pad in [false, true] {
@@ -696,6 +969,7 @@ mod tests {
                     geometry: g,
                     count_include_pad,
                     activation: Activation::Identity,
+                    layout: Layout::Nhwc,
                 })
                 .unwrap();
                 reference::avg_pool2d(&full, count_include_pad, x, &mut expected);
@@ -708,6 +982,19 @@ mod tests {
                     &expected,
                     window * 1.2e-7,
                     &format!("avg pad {count_include_pad} {what}"),
+                );
+                let planar = AvgPoolOp::new(AvgPoolSpec {
+                    layout: Layout::Nchw,
+                    ..*avg.spec()
+                })
+                .unwrap();
+                let mut actual = vec![f32::NAN; expected.len()];
+                planar.run(&ctx, batch, x, &mut actual).unwrap();
+                assert_close(
+                    &actual,
+                    &expected,
+                    window * 1.2e-7,
+                    &format!("planar avg pad {count_include_pad} {what}"),
                 );
             }
         }
@@ -728,6 +1015,9 @@ mod tests {
                     ([1, 5], [1, 2], [1, 2], [0, 0], [1, 1]),
                     ([4, 4], [1, 1], [2, 2], [0, 0], [1, 1]),
                     ([3, 13], [2, 5], [2, 4], [1, 2], [1, 1]),
+                    // Planar rows of several chunks of `PLANAR_SPAN` columns.
+                    ([3, 1100], [3, 3], [2, 2], [1, 1], [1, 1]),
+                    ([2, 700], [2, 7], [1, 1], [1, 3], [1, 40]),
                 ] {
                     for ceil_mode in [false, true] {
                         let Some(g) =
@@ -761,6 +1051,7 @@ mod tests {
                 geometry: g,
                 count_include_pad: true,
                 activation: Activation::Identity,
+                layout: Layout::Nhwc,
             })
             .unwrap();
             let mut out = [0.0; 16];
@@ -773,6 +1064,7 @@ mod tests {
             let max = MaxPoolOp::new(MaxPoolSpec {
                 geometry: g,
                 activation: Activation::Identity,
+                layout: Layout::Nhwc,
             })
             .unwrap();
             let mut out = [0.0; 3];
@@ -792,6 +1084,7 @@ mod tests {
             let max = MaxPoolOp::new(MaxPoolSpec {
                 geometry: g,
                 activation: Activation::Identity,
+                layout: Layout::Nhwc,
             })
             .unwrap();
             let mut out = [0.0; 6];
@@ -861,46 +1154,55 @@ mod tests {
         let g = geometry(64, [23, 21], [3, 3], [2, 2], [1, 1], [1, 1], false).unwrap();
         let batch = 3;
         let x = values(batch * 64 * 23 * 21, 9);
-        let input = to_nhwc(batch, [64, 23, 21], &x);
-        for kernels in tiers() {
-            let max = MaxPoolOp::new(MaxPoolSpec {
-                geometry: g,
-                activation: Activation::Relu,
-            })
-            .unwrap();
-            let avg = AvgPoolOp::new(AvgPoolSpec {
-                geometry: g,
-                count_include_pad: false,
-                activation: Activation::Sigmoid,
-            })
-            .unwrap();
-            let mut plain = vec![0.0; batch * g.output_len()];
-            AvgPoolOp::new(AvgPoolSpec {
-                activation: Activation::Identity,
-                ..*avg.spec()
-            })
-            .unwrap()
-            .run(&Context::with(kernels, 1), batch, &input, &mut plain)
-            .unwrap();
-            let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
-            for ctx in contexts(kernels) {
-                let (mut a, mut b) = (vec![0.0; plain.len()], vec![0.0; plain.len()]);
-                max.run(&ctx, batch, &input, &mut a).unwrap();
-                avg.run(&ctx, batch, &input, &mut b).unwrap();
-                assert!(a.iter().all(|&y| y >= 0.0));
-                let sigmoid: Vec<f32> = plain
-                    .iter()
-                    .map(|&y| reference::activation_value(Activation::Sigmoid, y))
-                    .collect();
-                assert_close(&b, &sigmoid, 3e-7, "fused sigmoid");
-                match &first {
-                    None => first = Some((a, b)),
-                    Some((a0, b0)) => assert!(
-                        a == *a0 && b == *b0,
-                        "{} threads {}",
-                        kernels.tier(),
-                        ctx.threads()
-                    ),
+        // Either layout: the NHWC kernel on reordered data, the planar one
+        // on the NCHW planes.
+        for (layout, input) in [
+            (Layout::Nhwc, to_nhwc(batch, [64, 23, 21], &x)),
+            (Layout::Nchw, x.clone()),
+        ] {
+            for kernels in tiers() {
+                let max = MaxPoolOp::new(MaxPoolSpec {
+                    geometry: g,
+                    activation: Activation::Relu,
+                    layout,
+                })
+                .unwrap();
+                let avg = AvgPoolOp::new(AvgPoolSpec {
+                    geometry: g,
+                    count_include_pad: false,
+                    activation: Activation::Sigmoid,
+                    layout,
+                })
+                .unwrap();
+                let mut plain = vec![0.0; batch * g.output_len()];
+                AvgPoolOp::new(AvgPoolSpec {
+                    activation: Activation::Identity,
+                    layout,
+                    ..*avg.spec()
+                })
+                .unwrap()
+                .run(&Context::with(kernels, 1), batch, &input, &mut plain)
+                .unwrap();
+                let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+                for ctx in contexts(kernels) {
+                    let (mut a, mut b) = (vec![0.0; plain.len()], vec![0.0; plain.len()]);
+                    max.run(&ctx, batch, &input, &mut a).unwrap();
+                    avg.run(&ctx, batch, &input, &mut b).unwrap();
+                    assert!(a.iter().all(|&y| y >= 0.0));
+                    let sigmoid: Vec<f32> = plain
+                        .iter()
+                        .map(|&y| reference::activation_value(Activation::Sigmoid, y))
+                        .collect();
+                    assert_close(&b, &sigmoid, 3e-7, "fused sigmoid");
+                    match &first {
+                        None => first = Some((a, b)),
+                        Some((a0, b0)) => assert!(
+                            a == *a0 && b == *b0,
+                            "{layout:?} {} threads {}",
+                            kernels.tier(),
+                            ctx.threads()
+                        ),
+                    }
                 }
             }
         }
@@ -913,6 +1215,7 @@ mod tests {
             MaxPoolOp::new(MaxPoolSpec {
                 geometry: g,
                 activation: Activation::Identity,
+                layout: Layout::Nhwc,
             })
         };
         assert!(max(Pool2dGeometry { batch: 2, ..g }).is_err());
@@ -948,6 +1251,7 @@ mod tests {
             },
             count_include_pad: true,
             activation: Activation::Identity,
+            layout: Layout::Nhwc,
         });
         assert!(avg.is_err());
         assert!(AdaptiveAvgPoolOp::new(AdaptiveAvgPoolSpec {
