@@ -17,7 +17,7 @@
 //!   `fetch_add` each.
 //! - **Same rows, same core.** The tasks are cut into one contiguous range
 //!   per participant, which it runs first before helping with the others'
-//!   (see [`Job`]): the caller takes the first tasks, the first worker the
+//!   (see `Job`): the caller takes the first tasks, the first worker the
 //!   next ones, and so on, in every job. Operators number their tasks in
 //!   output-row order, so a core mostly reads the rows it wrote itself in
 //!   the layer before, from its own L2.
@@ -84,6 +84,8 @@ struct Shared {
     lock: Mutex<()>,
     wake: Condvar,
     shutdown: AtomicBool,
+    /// Workers that have started running.
+    started: AtomicUsize,
 }
 
 /// The most task ranges a job is cut into ([`Job`]); participants beyond
@@ -176,17 +178,27 @@ impl ThreadPool {
             lock: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
         });
         let mut workers = Vec::with_capacity(threads.saturating_sub(1));
         for index in 1..threads {
             let worker_shared = Arc::clone(&shared);
             let spawned = std::thread::Builder::new()
                 .name(format!("cnnc-worker-{index}"))
-                .spawn(move || worker_loop(&worker_shared, index));
+                .spawn(move || {
+                    worker_shared.started.fetch_add(1, Ordering::SeqCst);
+                    worker_loop(&worker_shared, index);
+                });
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(_) => break,
             }
+        }
+        // Returns once every worker runs: what a thread allocates while it
+        // starts is then done, not counted against the first jobs (a
+        // forward pass allocates nothing, whenever the OS starts threads).
+        while shared.started.load(Ordering::SeqCst) < workers.len() {
+            std::thread::yield_now();
         }
         ThreadPool {
             shared,
