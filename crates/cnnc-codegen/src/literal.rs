@@ -121,6 +121,7 @@ impl ToLiteral for Algorithm {
             Algorithm::RowIndirect => quote!(RowIndirect),
             Algorithm::Depthwise => quote!(Depthwise),
             Algorithm::Grouped => quote!(Grouped),
+            Algorithm::PlanarDepthwise => quote!(PlanarDepthwise),
             Algorithm::Winograd(tile) => {
                 let tile = match tile {
                     WinogradTile::F4x4 => quote!(F4x4),

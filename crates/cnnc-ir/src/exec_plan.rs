@@ -28,14 +28,16 @@
 //!   caller's buffer itself (an in-place element-wise step then reads its
 //!   input's slot instead), or, when the output is an alias of another
 //!   value, a [`Kernel::Copy`] does.
-//! - **A pooling of the input.** When the input's only reader is a max or
-//!   average pooling (whose window the planar kernel takes), that pooling
-//!   reads the caller's NCHW planes itself ([`Layout::Nchw`]) and the input
-//!   reorder moves after it, onto the pooled value (a 3x3/2 pooling: a
-//!   quarter of the data): the pooling writes NCHW into the input's slot,
-//!   then a reorder writes its own slot. A pooling that is the network's
-//!   output writes the caller's buffer and nothing is reordered; a pooled
-//!   `[C, 1, 1]` needs no reorder either.
+//! - **A layer that reads the input's planes.** When the input's only
+//!   reader is a max or average pooling, or a depthwise convolution with
+//!   channel multiplier 1 and no residual (outside fused blocks), that
+//!   layer reads the caller's NCHW planes itself ([`Layout::Nchw`],
+//!   [`Algorithm::PlanarDepthwise`]) and the input reorder moves after it,
+//!   onto its output (a 3x3/2 pooling: a quarter of the data): the layer
+//!   writes NCHW into the input's slot, then a reorder writes its own
+//!   slot. Such a layer that is the network's output writes the caller's
+//!   buffer and nothing is reordered; an output `[C, 1, 1]` needs no
+//!   reorder either.
 //! - **`flatten`** of `[C, H, W]` with `C > 1` and `H·W > 1` is a reorder
 //!   NHWC → NCHW into the flattened value's slot; any other `flatten` (and
 //!   `dropout`) is an alias and has no step.
@@ -85,7 +87,7 @@
 //! ```
 
 use cnnc_kernels::ops::concat::ConcatSpec;
-use cnnc_kernels::ops::conv::{BottleneckSpec, Conv2dSpec};
+use cnnc_kernels::ops::conv::{planar_depthwise_supported, Algorithm, BottleneckSpec, Conv2dSpec};
 use cnnc_kernels::ops::elementwise::{ActivationSpec, AddSpec};
 use cnnc_kernels::ops::layout::{Layout, Reorder, ReorderSpec};
 use cnnc_kernels::ops::linear::LinearSpec;
@@ -406,7 +408,7 @@ impl Planner<'_> {
         });
         self.input_direct = input != output && flatten_is_alias(&input_shape) && !written_over;
 
-        let planar = self.planar_pool()?;
+        let planar = self.planar_first()?;
         let mut steps = Vec::with_capacity(self.memory.order().len() + 2);
         if !self.input_direct && planar.is_none() {
             let kernel = self.edge_kernel(input, &input_shape, Reorder::NchwToNhwc)?;
@@ -483,46 +485,60 @@ impl Planner<'_> {
         })
     }
 
-    /// The max or average pooling that pools the caller's NCHW input
-    /// directly ([`Layout::Nchw`]), if any: the input's only reader, with a
-    /// window the planar kernel takes, whose output fits in the input's
-    /// slot (where it is written before its reorder) or is the network's
-    /// output. The NCHW → NHWC reorder then runs on the pooled value, which
-    /// is smaller (a 3x3/2 pooling: a quarter of the input), or not at all.
-    fn planar_pool(&self) -> Result<Option<NodeId>, Diagnostics> {
+    /// The layer that reads the caller's NCHW input directly, if any: the
+    /// input's only reader, a max or average pooling ([`Layout::Nchw`]) or
+    /// a depthwise convolution with channel multiplier 1, no residual and
+    /// outside fused blocks ([`Algorithm::PlanarDepthwise`]), with a window
+    /// the planar kernels take, whose output fits in the input's slot
+    /// (where it is written before its reorder) or is the network's output.
+    /// The NCHW → NHWC reorder then runs on that layer's output (a 3x3/2
+    /// pooling: a quarter of the input), or not at all.
+    fn planar_first(&self) -> Result<Option<NodeId>, Diagnostics> {
         let graph = self.graph;
         let (input, output) = (graph.input(), graph.output());
         if self.input_direct || input == output {
             return Ok(None);
         }
-        let &[(pool, _)] = &graph.users(input)[..] else {
+        let &[(first, _)] = &graph.users(input)[..] else {
             return Ok(None);
         };
-        let pooling = graph
-            .get(pool)
-            .is_some_and(|data| matches!(data.op, Op::MaxPool2d(_) | Op::AvgPool2d(_)));
         let fresh = self
             .memory
-            .slot(pool)
+            .slot(first)
             .is_some_and(|slot| slot.placement == Placement::Fresh);
-        if !pooling || !fresh || !planar_supported(&self.pool_geometry(pool)?) {
+        let in_block = self.memory.bottlenecks().iter().any(|block| {
+            block.expand == Some(first) || block.depthwise == first || block.project == first
+        });
+        let planar = match graph.get(first).map(|data| &data.op) {
+            Some(Op::MaxPool2d(_) | Op::AvgPool2d(_)) => {
+                planar_supported(&self.pool_geometry(first)?)
+            }
+            Some(Op::Conv2d(_)) => fusion::conv_spec(graph, self.info, first).is_some_and(|spec| {
+                !spec.has_residual
+                    && spec.geometry.groups > 1
+                    && planar_depthwise_supported(&spec.geometry)
+            }),
+            _ => false,
+        };
+        if !planar || !fresh || in_block {
             return Ok(None);
         }
-        let fits = pool == output || self.len_of(pool)? <= self.len_of(input)?;
-        Ok(fits.then_some(pool))
+        let fits = first == output || self.len_of(first)? <= self.len_of(input)?;
+        Ok(fits.then_some(first))
     }
 
-    /// Pushes the planar form of the pooling `step` ([`Planner::planar_pool`]):
-    /// the pooling of the caller's input, written to the caller's output or
-    /// into the input's slot, and then the reorder of that into the
-    /// pooling's own slot.
+    /// Pushes the planar form of `step` ([`Planner::planar_first`]): the
+    /// layer on the caller's input, written to the caller's output or into
+    /// the input's slot, and then the reorder of that into the layer's own
+    /// slot.
     fn push_planar(&self, steps: &mut Vec<Step>, mut step: Step) -> Result<(), Diagnostics> {
         let graph = self.graph;
         let pool = step.node;
         match &mut step.kernel {
             Kernel::MaxPool(spec) => spec.layout = Layout::Nchw,
             Kernel::AvgPool(spec) => spec.layout = Layout::Nchw,
-            _ => return Err(internal(graph, pool, "a planar step that is not a pooling")),
+            Kernel::Conv2d(spec) => spec.algorithm = Algorithm::PlanarDepthwise,
+            _ => return Err(internal(graph, pool, "a planar step of another kernel")),
         }
         step.inputs = vec![Operand::Input];
         if pool == graph.output() {
@@ -1128,6 +1144,48 @@ mod tests {
         );
         assert_eq!(kernels(&plan), ["maxpool2d", "linear"]);
         assert_eq!(pool_layouts(&plan), [Layout::Nchw]);
+    }
+
+    #[test]
+    fn a_depthwise_convolution_of_the_input_reads_the_nchw_planes() {
+        let algorithms = |plan: &ExecPlan| -> Vec<Algorithm> {
+            plan.steps
+                .iter()
+                .filter_map(|step| match step.kernel {
+                    Kernel::Conv2d(spec) => Some(spec.algorithm),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (_, plan) = self::plan(
+            "input x: [8, 6, 6]
+             c = conv2d(8, 3, padding=1, groups=8)
+             relu6",
+        );
+        assert_eq!(kernels(&plan), ["conv2d"]);
+        assert_eq!(algorithms(&plan), [Algorithm::PlanarDepthwise]);
+        assert_eq!(plan.steps[0].inputs, [Operand::Input]);
+        assert_eq!(plan.steps[0].output, Operand::Output);
+        let (_, plan) = self::plan(
+            "input x: [8, 6, 6]
+             d = conv2d(8, 3, stride=2, padding=1, groups=8)
+             p = conv2d(16, 1)",
+        );
+        assert_eq!(kernels(&plan), ["conv2d", "reorder", "conv2d", "reorder"]);
+        assert_eq!(
+            algorithms(&plan),
+            [Algorithm::PlanarDepthwise, Algorithm::Gemm1x1]
+        );
+        // A channel multiplier, a residual, or a dense first layer: NHWC.
+        for body in [
+            "input x: [8, 6, 6]\n c = conv2d(16, 3, padding=1, groups=8)",
+            "input x: [8, 6, 6]\n c = conv2d(8, 3, padding=1, groups=8)\n s = add(c, x)",
+            "input x: [8, 6, 6]\n c = conv2d(8, 3, padding=1)",
+        ] {
+            let (_, plan) = self::plan(body);
+            assert_eq!(kernels(&plan)[0], "reorder", "{body}");
+            assert!(!algorithms(&plan).contains(&Algorithm::PlanarDepthwise));
+        }
     }
 
     #[test]

@@ -35,6 +35,12 @@
 //! to the layer (tests force each one); the code generator writes the
 //! chosen one into the spec literal.
 //!
+//! One algorithm is outside the rule: [`Algorithm::PlanarDepthwise`] takes
+//! **NCHW** input and output planes (a depthwise layer with multiplier 1
+//! and no residual that reads the network's input, so the network skips
+//! its input reorder). The execution plan chooses it (`cnnc_ir::exec_plan`),
+//! never [`Algorithm::choose`], and it is not in [`Algorithm::ALL`].
+//!
 //! ## Constants
 //!
 //! GEMM-based algorithms (`Gemm1x1`, `Indirect`, `RowIndirect`, `Grouped`) store,
@@ -44,7 +50,8 @@
 //! and `RowIndirect` thus have identical constants. `Depthwise` stores
 //! `[taps][C']` weights then `[C']` bias, `C'` = output channels rounded up
 //! to 16. Every segment is a multiple of 16 floats, so each starts on a
-//! 64-byte boundary of an aligned [`Buffer`].
+//! 64-byte boundary of an aligned [`Buffer`]. `PlanarDepthwise` stores
+//! PyTorch's `[C, 1, kh, kw]` weights as they are, then the bias.
 //!
 //! ## Threads
 //!
@@ -67,12 +74,14 @@ use crate::gemm::{PackedBRef, PANEL};
 use crate::geometry::Conv2dGeometry;
 use crate::Activation;
 pub use bottleneck::{BottleneckOp, BottleneckSpec};
+pub use planar::planar_depthwise_supported;
 
 pub mod bottleneck;
 mod depthwise;
 mod gemm1x1;
 mod grouped;
 mod indirect;
+mod planar;
 mod row_indirect;
 #[cfg(test)]
 mod tests;
@@ -104,6 +113,12 @@ pub enum Algorithm {
     /// Winograd `F(m×m, 3×3)` for 3x3 stride-1 layers (one group):
     /// [`WinogradConv`] with the given variant.
     Winograd(WinogradTile),
+    /// A depthwise convolution with channel multiplier 1 over **NCHW**
+    /// input and output planes, without residual: a layer that reads the
+    /// network's input (the execution plan's choice, never
+    /// [`Algorithm::choose`]'s; not in [`Algorithm::ALL`], whose members
+    /// all take NHWC).
+    PlanarDepthwise,
 }
 
 impl Algorithm {
@@ -150,6 +165,7 @@ impl Algorithm {
             Algorithm::Depthwise => g.groups == g.in_channels,
             Algorithm::Grouped => true,
             Algorithm::Winograd(_) => winograd::applicable(g),
+            Algorithm::PlanarDepthwise => planar::planar_depthwise_supported(g),
         }
     }
 
@@ -163,6 +179,7 @@ impl Algorithm {
             Algorithm::Grouped => "grouped",
             Algorithm::Winograd(WinogradTile::F4x4) => "winograd_f4x4",
             Algorithm::Winograd(WinogradTile::F6x6) => "winograd_f6x6",
+            Algorithm::PlanarDepthwise => "planar_depthwise",
         }
     }
 }
@@ -419,6 +436,7 @@ enum Plan {
     RowIndirect(row_indirect::Plan),
     Depthwise(depthwise::Plan),
     Grouped(grouped::Plan),
+    PlanarDepthwise(planar::Plan),
 }
 
 /// A 2-D convolution layer over NHWC activations (see the module doc).
@@ -476,6 +494,7 @@ impl Conv2dOp {
         let out = constants.make_mut();
         match spec.algorithm {
             Algorithm::Depthwise => depthwise::pack(g, &sizes, weight, bias, out),
+            Algorithm::PlanarDepthwise => planar::pack(weight, bias, out),
             _ => GemmSegment::new(g, &sizes, spec.has_bias)?.pack(g, weight, bias, out),
         }
         Conv2dOp::from_constants(spec, constants)
@@ -495,6 +514,7 @@ impl Conv2dOp {
             }
             Algorithm::Depthwise => Plan::Depthwise(depthwise::Plan::new(g, spec.has_bias)),
             Algorithm::Grouped => Plan::Grouped(grouped::Plan::new(g, &sizes, spec.has_bias)?),
+            Algorithm::PlanarDepthwise => Plan::PlanarDepthwise(planar::Plan),
             Algorithm::Winograd(tile) => {
                 let winograd = WinogradConv::from_constants(winograd_spec(&spec, tile), constants)?;
                 return Ok(Conv2dOp {
@@ -580,6 +600,7 @@ impl Conv2dOp {
             Plan::Indirect(plan) => plan.run(&args, output),
             Plan::RowIndirect(plan) => plan.run(&args, output),
             Plan::Depthwise(plan) => plan.run(&args, output),
+            Plan::PlanarDepthwise(plan) => plan.run(&args, output),
             Plan::Grouped(plan) => plan.run(&args, output),
         }
     }
@@ -599,6 +620,11 @@ fn winograd_spec(spec: &Conv2dSpec, tile: WinogradTile) -> WinogradSpec {
 /// Checks the geometry and that the algorithm applies to it.
 fn check_spec(spec: &Conv2dSpec) -> Result<Sizes, OpError> {
     let sizes = check_geometry(&spec.geometry)?;
+    if spec.algorithm == Algorithm::PlanarDepthwise && spec.has_residual {
+        return Err(spec_error(
+            "the planar depthwise convolution takes no residual",
+        ));
+    }
     if !spec.algorithm.is_applicable(&spec.geometry) {
         return Err(spec_error(format!(
             "the {} algorithm does not apply to this convolution",
@@ -613,6 +639,7 @@ fn constants_len(spec: &Conv2dSpec, sizes: &Sizes) -> Result<usize, OpError> {
     let g = &spec.geometry;
     match spec.algorithm {
         Algorithm::Depthwise => depthwise::constants_len(g, sizes, spec.has_bias),
+        Algorithm::PlanarDepthwise => planar::constants_len(g, sizes, spec.has_bias),
         _ => GemmSegment::new(g, sizes, spec.has_bias)?.total(g.groups),
     }
 }

@@ -321,6 +321,43 @@ fn check_case(case: &Case) {
             assert_close(&actual, &expected, algorithm, &what);
         }
     }
+    check_planar(case, &expected);
+}
+
+/// The planar depthwise form of a depthwise case with multiplier 1 and no
+/// residual, on the NCHW planes of its data, against the reference
+/// (`expected`, NHWC), on every tier, and bit-identical on 1 and 3 threads.
+fn check_planar(case: &Case, (expected, scale): &(Vec<f32>, f32)) {
+    let g = &case.spec.geometry;
+    if !Algorithm::PlanarDepthwise.is_applicable(g) || case.residual.is_some() {
+        return;
+    }
+    let batch = case.batch;
+    let input = to_nchw(&case.input, batch, g.in_channels, g.in_h, g.in_w);
+    let expected = (
+        to_nchw(expected, batch, g.out_channels, g.out_h, g.out_w),
+        *scale,
+    );
+    let op = case.op(Algorithm::PlanarDepthwise);
+    for kernels in tiers() {
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 3] {
+            let ctx = Context::with(kernels, threads);
+            let mut output = vec![f32::NAN; batch * g.output_len()];
+            op.run(&ctx, batch, &input, None, &mut output, &mut [])
+                .expect("valid run");
+            let what = format!(
+                "planar_depthwise on {} ({threads} threads): {:?}",
+                kernels.tier(),
+                case.spec
+            );
+            assert_close(&output, &expected, Algorithm::PlanarDepthwise, &what);
+            match &first {
+                None => first = Some(output),
+                Some(first) => assert_bits(&output, first, &what),
+            }
+        }
+    }
 }
 
 /// Channel counts per group: ragged against 16-lane vectors and 32-wide tiles.
@@ -418,6 +455,14 @@ fn fixed_layers_of_every_kind_match_the_reference() {
         // Depthwise 3x3 stride 1 and 2 (MobileNet), multiplier 2, 5x5 dilated.
         geometry(40, [10, 9], 40, [3, 3], [1, 1], [1, 1], [1; 4], 40),
         geometry(40, [10, 9], 40, [3, 3], [2, 2], [1, 1], [1; 4], 40),
+        // Planar depthwise: planes padded whole (wide rows, dilated,
+        // stride 3), padded row by row (too large), and a kernel of more
+        // rows than the planar kernel batches (output by output).
+        geometry(3, [4, 1100], 3, [3, 3], [2, 2], [1, 1], [1; 4], 3),
+        geometry(2, [3, 700], 2, [2, 5], [1, 3], [1, 40], [0, 2, 1, 3], 2),
+        geometry(2, [12, 1100], 2, [3, 3], [2, 2], [1, 1], [1; 4], 2),
+        geometry(2, [12, 800], 2, [3, 4], [1, 1], [1, 1], [1, 2, 1, 1], 2),
+        geometry(2, [12, 9], 2, [9, 3], [1, 1], [1, 1], [4, 1, 4, 1], 2),
         // Rows wide enough for 8- and 4-pixel sliding blocks (asymmetric
         // padding; row stride 3 with column stride 1).
         geometry(37, [13, 21], 37, [3, 3], [1, 1], [1, 1], [1; 4], 37),
