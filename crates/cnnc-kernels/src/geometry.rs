@@ -38,6 +38,22 @@ pub struct Conv2dGeometry {
 }
 
 impl Conv2dGeometry {
+    /// The input row that kernel row `ky` of output row `oy` reads, or
+    /// `None` in the padding.
+    pub fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride[0] + ky * self.dilation[0])
+            .checked_sub(self.padding[0])
+            .filter(|&iy| iy < self.in_h)
+    }
+
+    /// The input column that kernel column `kx` of output column `ox`
+    /// reads, or `None` in the padding.
+    pub fn input_column(&self, ox: usize, kx: usize) -> Option<usize> {
+        (ox * self.stride[1] + kx * self.dilation[1])
+            .checked_sub(self.padding[1])
+            .filter(|&ix| ix < self.in_w)
+    }
+
     /// Input channels per group.
     pub fn in_channels_per_group(&self) -> usize {
         self.in_channels / self.groups

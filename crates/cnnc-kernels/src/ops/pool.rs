@@ -193,73 +193,63 @@ impl Pooling {
         if rows == 0 || self.output_len == 0 {
             return Ok(());
         }
-        if self.layout == Layout::Nchw {
-            return self.run_planar(ctx, batch, input, output);
+        let table = pool_tiers::table(ctx.kernels());
+        match self.layout {
+            // Row `oy` of sample `n` reads sample `n`.
+            Layout::Nhwc => self.run_rows(
+                ctx,
+                (batch * g.out_h, self.input_len, g.out_w * g.channels),
+                table.row,
+                input,
+                output,
+            ),
+            // Row `oy` of plane `n·C + c` reads that plane.
+            Layout::Nchw => self.run_rows(
+                ctx,
+                (batch * g.channels * g.out_h, g.in_h * g.in_w, g.out_w),
+                table.planar_row,
+                input,
+                output,
+            ),
         }
-        let row_len = g.out_w * g.channels;
-        let work_per_row = row_len * g.kernel[0] * g.kernel[1];
-        let tasks = task_count(ctx.threads(), rows * work_per_row, 1 << 16).min(rows);
-        let kernel = pool_tiers::table(ctx.kernels()).row;
-        let output = Disjoint::new(output);
-        ctx.parallel_for(tasks, |task| {
-            for row in part(rows, tasks, 1, task) {
-                let (sample, oy) = (row / g.out_h, row % g.out_h);
-                let sample_input = &input[sample * self.input_len..(sample + 1) * self.input_len];
-                // SAFETY: output row `row` belongs to this task only.
-                let out = unsafe { output.part(row * row_len..(row + 1) * row_len) };
-                let args = RowArgs {
-                    input: sample_input.as_ptr(),
-                    output: out.as_mut_ptr(),
-                    oy,
-                    pooling: *self,
-                };
-                // SAFETY: `input` holds one sample of the checked geometry
-                // and `output` one output row; every tap the kernel reads is
-                // clipped to the input. The table is of a tier this CPU has.
-                unsafe { kernel(&args) };
-            }
-        });
         Ok(())
     }
-}
 
-impl Pooling {
-    /// [`Pooling::run`] on NCHW samples (lengths checked): tasks own runs
-    /// of output rows of all planes of all samples.
-    fn run_planar(
+    /// Runs `kernel` on `rows` output rows of `row_len` floats, split
+    /// between tasks: row `r` is row `r % out_h` of block `r / out_h`,
+    /// which reads input block `r / out_h` (`block_len` floats): a sample
+    /// (NHWC) or a plane (NCHW). Lengths checked by [`Pooling::run`].
+    fn run_rows(
         &self,
         ctx: &Context,
-        batch: usize,
+        (rows, block_len, row_len): (usize, usize, usize),
+        kernel: unsafe fn(&RowArgs),
         input: &[f32],
         output: &mut [f32],
-    ) -> Result<(), OpError> {
+    ) {
         let g = &self.g;
-        let (plane_len, row_len) = (g.in_h * g.in_w, g.out_w);
-        let rows = batch * g.channels * g.out_h;
         let work_per_row = row_len * g.kernel[0] * g.kernel[1];
         let tasks = task_count(ctx.threads(), rows * work_per_row, 1 << 16).min(rows);
-        let kernel = pool_tiers::table(ctx.kernels()).planar_row;
         let output = Disjoint::new(output);
         ctx.parallel_for(tasks, |task| {
             for row in part(rows, tasks, 1, task) {
-                let (plane, oy) = (row / g.out_h, row % g.out_h);
-                let plane_input = &input[plane * plane_len..(plane + 1) * plane_len];
+                let (block, oy) = (row / g.out_h, row % g.out_h);
+                let block_input = &input[block * block_len..(block + 1) * block_len];
                 // SAFETY: output row `row` belongs to this task only.
                 let out = unsafe { output.part(row * row_len..(row + 1) * row_len) };
                 let args = RowArgs {
-                    input: plane_input.as_ptr(),
+                    input: block_input.as_ptr(),
                     output: out.as_mut_ptr(),
                     oy,
                     pooling: *self,
                 };
-                // SAFETY: `input` holds one plane of the checked geometry
-                // and `output` one output row of it; the kernel reads only
-                // input columns inside the plane. The table is of a tier
-                // this CPU has.
+                // SAFETY: `input` holds one sample (or plane) of the
+                // checked geometry and `output` one output row of it; every
+                // tap the kernel reads is clipped to the input. The table
+                // is of a tier this CPU has.
                 unsafe { kernel(&args) };
             }
         });
-        Ok(())
     }
 }
 
@@ -358,19 +348,11 @@ impl Window {
     }
 }
 
-/// # Safety
-/// `args` as [`Pooling::run`] builds it; the target-feature contract.
-#[inline(always)]
-unsafe fn pool_row<V: SimdMath>(args: &RowArgs) {
-    let Pooling {
-        g,
-        mode,
-        activation,
-        ..
-    } = args.pooling;
-    let oy = args.oy;
-    // The row part of every window of this output row, and its divisor part.
-    let (rows, row_step, row_divisor) = match mode {
+/// The input rows of output row `oy`'s windows (every `step`-th row of
+/// the range) and the row part of the average's divisor: the window
+/// clipped to the padded input (averages) or its length (adaptive).
+fn window_rows(g: &Pool2dGeometry, mode: Mode, oy: usize) -> (Range<usize>, usize, usize) {
+    match mode {
         Mode::Max => {
             let taps = valid_taps(
                 oy,
@@ -393,7 +375,21 @@ unsafe fn pool_row<V: SimdMath>(args: &RowArgs) {
             let len = rows.len();
             (rows, 1, len)
         }
-    };
+    }
+}
+
+/// # Safety
+/// `args` as [`Pooling::run`] builds it; the target-feature contract.
+#[inline(always)]
+unsafe fn pool_row<V: SimdMath>(args: &RowArgs) {
+    let Pooling {
+        g,
+        mode,
+        activation,
+        ..
+    } = args.pooling;
+    let oy = args.oy;
+    let (rows, row_step, row_divisor) = window_rows(&g, mode, oy);
     for ox in 0..g.out_w {
         let (cols, col_step, col_divisor) = match mode {
             Mode::Max => {
@@ -474,7 +470,7 @@ unsafe fn pool_row<V: SimdMath>(args: &RowArgs) {
 /// the row): see the module documentation.
 ///
 /// # Safety
-/// `args` as [`Pooling::run_planar`] builds it; the target-feature
+/// `args` as [`Pooling::run_rows`] builds it for NCHW; the target-feature
 /// contract.
 #[inline(always)]
 unsafe fn pool_planar_row<V: SimdMath>(args: &RowArgs) {
@@ -488,22 +484,7 @@ unsafe fn pool_planar_row<V: SimdMath>(args: &RowArgs) {
     let outside = if max { f32::NEG_INFINITY } else { 0.0 };
     // The input rows of this output row's windows, and the row part of the
     // average's padded divisor.
-    let (rows, row_step, row_padded) = if max {
-        let taps = valid_taps(
-            args.oy,
-            g.stride[0],
-            g.dilation[0],
-            g.padding[0],
-            g.kernel[0],
-            g.in_h,
-        );
-        let first =
-            (args.oy * g.stride[0] + taps.start * g.dilation[0]).saturating_sub(g.padding[0]);
-        (first..first + taps.len() * g.dilation[0], g.dilation[0], 0)
-    } else {
-        let (rows, padded) = avg_window(args.oy, g.stride[0], g.kernel[0], g.padding[0], g.in_h);
-        (rows, 1, padded)
-    };
+    let (rows, row_step, row_padded) = window_rows(&g, mode, args.oy);
     let (stride, dilation) = (g.stride[1], g.dilation[1]);
     // Offset of a window's last column tap from its first.
     let reach = (g.kernel[1] - 1) * dilation;

@@ -202,15 +202,7 @@ unsafe fn planar_depthwise_plane<V: SimdMath>(args: &RowArgs<'_>) {
             let mut starts = [core::ptr::null::<f32>(); MAX_ROWS];
             let mut count = 0;
             for ky in 0..g.kernel[0] {
-                let iy = super::input_coordinate(
-                    oy,
-                    g.stride[0],
-                    ky,
-                    g.dilation[0],
-                    g.padding[0],
-                    g.in_h,
-                );
-                if let Some(iy) = iy {
+                if let Some(iy) = g.input_row(oy, ky) {
                     rows[count] = (ky, iy);
                     starts[count] = padded.add(iy * width);
                     count += 1;
@@ -241,14 +233,7 @@ unsafe fn planar_depthwise_row<V: SimdMath>(args: &RowArgs<'_>) {
     let mut rows = [(0usize, 0usize); MAX_ROWS];
     let mut count = 0;
     for ky in 0..g.kernel[0] {
-        if let Some(iy) = super::input_coordinate(
-            args.oy,
-            g.stride[0],
-            ky,
-            g.dilation[0],
-            g.padding[0],
-            g.in_h,
-        ) {
+        if let Some(iy) = g.input_row(args.oy, ky) {
             if count == MAX_ROWS {
                 count = usize::MAX;
                 break;
@@ -379,26 +364,11 @@ unsafe fn planar_depthwise_one<V: SimdMath>(args: &RowArgs<'_>, ox: usize) {
     unsafe {
         let mut sum = V::splat(args.bias);
         for ky in 0..kernel_h {
-            let Some(iy) = super::input_coordinate(
-                args.oy,
-                g.stride[0],
-                ky,
-                g.dilation[0],
-                g.padding[0],
-                g.in_h,
-            ) else {
+            let Some(iy) = g.input_row(args.oy, ky) else {
                 continue;
             };
             for kx in 0..kernel_w {
-                let column = super::input_coordinate(
-                    ox,
-                    g.stride[1],
-                    kx,
-                    g.dilation[1],
-                    g.padding[1],
-                    g.in_w,
-                );
-                let Some(ix) = column else {
+                let Some(ix) = g.input_column(ox, kx) else {
                     continue;
                 };
                 let x = V::splat(*args.input.add(iy * g.in_w + ix));

@@ -24,8 +24,7 @@
 use core::ops::Range;
 
 use super::{
-    input_coordinate, FirstError, GemmSegment, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS,
-    TASKS_PER_THREAD,
+    FirstError, GemmSegment, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS, TASKS_PER_THREAD,
 };
 use crate::gemm::{
     indirect_gemm_tiles_shared, Epilogue, IndirectA, IndirectTable, MatMut, MatRef, Tiles,
@@ -68,9 +67,6 @@ impl Plan {
         let cin = g.in_channels;
         let [kernel_h, kernel_w] = g.kernel;
         let interior = interior_columns(g);
-        let row_of = |oy: usize, ky: usize| {
-            input_coordinate(oy, g.stride[0], ky, g.dilation[0], g.padding[0], g.in_h)
-        };
         let rows = if interior.is_empty() {
             None
         } else {
@@ -80,7 +76,7 @@ impl Plan {
                     // Inside the row for interior columns (no underflow).
                     let ix = ox * g.stride[1] - g.padding[1];
                     for ky in 0..kernel_h {
-                        offsets.push(match row_of(oy, ky) {
+                        offsets.push(match g.input_row(oy, ky) {
                             Some(iy) => (iy * g.in_w + ix) * cin,
                             None => PAD_OFFSET,
                         });
@@ -95,15 +91,7 @@ impl Plan {
             for oy in 0..g.out_h {
                 for ky in 0..kernel_h {
                     for kx in 0..kernel_w {
-                        let ix = input_coordinate(
-                            ox,
-                            g.stride[1],
-                            kx,
-                            g.dilation[1],
-                            g.padding[1],
-                            g.in_w,
-                        );
-                        offsets.push(match (row_of(oy, ky), ix) {
+                        offsets.push(match (g.input_row(oy, ky), g.input_column(ox, kx)) {
                             (Some(iy), Some(ix)) => (iy * g.in_w + ix) * cin,
                             _ => PAD_OFFSET,
                         });
