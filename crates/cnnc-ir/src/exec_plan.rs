@@ -533,39 +533,39 @@ impl Planner<'_> {
     /// slot.
     fn push_planar(&self, steps: &mut Vec<Step>, mut step: Step) -> Result<(), Diagnostics> {
         let graph = self.graph;
-        let pool = step.node;
+        let node = step.node;
         match &mut step.kernel {
             Kernel::MaxPool(spec) => spec.layout = Layout::Nchw,
             Kernel::AvgPool(spec) => spec.layout = Layout::Nchw,
             Kernel::Conv2d(spec) => spec.algorithm = Algorithm::PlanarDepthwise,
-            _ => return Err(internal(graph, pool, "a planar step of another kernel")),
+            _ => return Err(internal(graph, node, "a planar step of another kernel")),
         }
         step.inputs = vec![Operand::Input];
-        if pool == graph.output() {
+        if node == graph.output() {
             step.output = Operand::Output;
             steps.push(step);
             return Ok(());
         }
-        let shape = self.info.shape(pool).to_vec();
-        let Kernel::Reorder(spec) = self.edge_kernel(pool, &shape, Reorder::NchwToNhwc)? else {
+        let shape = self.info.shape(node).to_vec();
+        let Kernel::Reorder(spec) = self.edge_kernel(node, &shape, Reorder::NchwToNhwc)? else {
             // `[C, 1, 1]` (or one channel): both layouts are the same.
-            step.output = Operand::Arena(self.region(pool)?);
+            step.output = Operand::Arena(self.region(node)?);
             steps.push(step);
             return Ok(());
         };
-        let pooled = Region {
-            len: self.len_of(pool)?,
+        let nchw = Region {
+            len: self.len_of(node)?,
             ..self.region(graph.input())?
         };
-        step.output = Operand::Arena(pooled);
+        step.output = Operand::Arena(nchw);
         steps.push(step);
         steps.push(Step {
             name: "input".to_string(),
-            node: pool,
+            node,
             kernel: Kernel::Reorder(spec),
             weights: None,
-            inputs: vec![Operand::Arena(pooled)],
-            output: Operand::Arena(self.region(pool)?),
+            inputs: vec![Operand::Arena(nchw)],
+            output: Operand::Arena(self.region(node)?),
             in_place: false,
             macs: 0,
         });

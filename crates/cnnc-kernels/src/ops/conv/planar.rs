@@ -158,7 +158,7 @@ const EDGE: usize = 1024;
 #[inline(always)]
 unsafe fn planar_depthwise_plane<V: SimdMath>(args: &RowArgs<'_>) {
     let g = args.g;
-    let (stride, pad_left) = (g.stride[1], g.padding[1]);
+    let stride = g.stride[1];
     let reach = (g.kernel[1] - 1) * g.dilation[1];
     let width = (g.out_w - 1) * stride + reach + 1;
     let row_args = |oy: usize| RowArgs {
@@ -181,22 +181,14 @@ unsafe fn planar_depthwise_plane<V: SimdMath>(args: &RowArgs<'_>) {
     // the plane, output writes inside the output plane. The contract is
     // the caller's.
     unsafe {
-        // Input columns `0..inside` land at `lead..`.
-        let lead = pad_left.min(width);
-        let inside = g.in_w.min(width - lead);
         for iy in 0..g.in_h {
-            let (from, to) = (args.input.add(iy * g.in_w), padded.add(iy * width));
-            for t in (0..lead).chain(lead + inside..width) {
-                *to.add(t) = 0.0;
-            }
-            let mut x = 0;
-            while x < inside {
-                let n = (inside - x).min(V::LANES);
-                store_n(load_n::<V>(from.add(x), n), to.add(lead + x), n);
-                x += n;
-            }
+            pad_row::<V>(
+                g,
+                args.input.add(iy * g.in_w),
+                padded.add(iy * width),
+                width,
+            );
         }
-        let group = BLOCKS * V::LANES;
         for oy in 0..g.out_h {
             let mut rows = [(0usize, 0usize); MAX_ROWS];
             let mut starts = [core::ptr::null::<f32>(); MAX_ROWS];
@@ -208,15 +200,59 @@ unsafe fn planar_depthwise_plane<V: SimdMath>(args: &RowArgs<'_>) {
                     count += 1;
                 }
             }
-            let row = row_args(oy);
-            let mut first = 0;
-            while first < g.out_w {
-                let n = group.min(g.out_w - first);
-                let at = starts.map(|start| start.wrapping_add(first * stride));
-                planar_depthwise_group::<V>(&row, &rows[..count], &at, first, n);
-                first += n;
-            }
+            planar_depthwise_padded_row::<V>(&row_args(oy), &rows[..count], &starts);
         }
+    }
+}
+
+/// Writes input row `from` zero-padded into `to` (`width` floats): the
+/// left padding, the input columns a window reaches, zeros to the width.
+///
+/// # Safety
+/// `from` readable for `in_w` floats, `to` writable for `width`; the
+/// target-feature contract.
+#[inline(always)]
+unsafe fn pad_row<V: SimdMath>(g: &Conv2dGeometry, from: *const f32, to: *mut f32, width: usize) {
+    // Input columns `0..inside` land at `lead..`.
+    let lead = g.padding[1].min(width);
+    let inside = g.in_w.min(width - lead);
+    // SAFETY: reads below `inside ≤ in_w`, writes below `width`.
+    unsafe {
+        for t in (0..lead).chain(lead + inside..width) {
+            *to.add(t) = 0.0;
+        }
+        let mut x = 0;
+        while x < inside {
+            let n = (inside - x).min(V::LANES);
+            store_n(load_n::<V>(from.add(x), n), to.add(lead + x), n);
+            x += n;
+        }
+    }
+}
+
+/// One output row from padded input rows: `starts[i]` is kernel row
+/// `rows[i]`'s padded input row, whose column 0 is the first output's
+/// first tap; in groups of [`BLOCKS`] vectors.
+///
+/// # Safety
+/// Every `starts[i]` readable for the padded width `(out_w - 1)·stride +
+/// reach + 1`; stride 1 or 2; the target-feature contract.
+#[inline(always)]
+unsafe fn planar_depthwise_padded_row<V: SimdMath>(
+    args: &RowArgs<'_>,
+    rows: &[(usize, usize)],
+    starts: &[*const f32; MAX_ROWS],
+) {
+    let (out_w, stride) = (args.g.out_w, args.g.stride[1]);
+    let group = BLOCKS * V::LANES;
+    let mut first = 0;
+    while first < out_w {
+        let n = group.min(out_w - first);
+        let at = starts.map(|start| start.wrapping_add(first * stride));
+        // SAFETY: the group reads inside the padded rows (the caller's
+        // contract).
+        unsafe { planar_depthwise_group::<V>(args, rows, &at, first, n) };
+        first += n;
     }
 }
 
@@ -227,7 +263,7 @@ unsafe fn planar_depthwise_plane<V: SimdMath>(args: &RowArgs<'_>) {
 #[inline(always)]
 unsafe fn planar_depthwise_row<V: SimdMath>(args: &RowArgs<'_>) {
     let g = args.g;
-    let (stride, pad_left) = (g.stride[1], g.padding[1]);
+    let stride = g.stride[1];
     let reach = (g.kernel[1] - 1) * g.dilation[1];
     // The kernel rows inside the input, and their input rows.
     let mut rows = [(0usize, 0usize); MAX_ROWS];
@@ -259,25 +295,12 @@ unsafe fn planar_depthwise_row<V: SimdMath>(args: &RowArgs<'_>) {
     // output writes inside the output row. The contract is the caller's.
     unsafe {
         let mut starts = [core::ptr::null::<f32>(); MAX_ROWS];
-        // Input columns `0..inside` land at `pad_left..`.
-        let inside = g.in_w.min(width.saturating_sub(pad_left));
-        let lead = pad_left.min(width);
         for (index, (start, &(_, iy))) in starts.iter_mut().zip(rows).enumerate() {
             let copy = padded.add(index * EDGE);
-            core::slice::from_raw_parts_mut(copy, lead).fill(0.0);
-            core::ptr::copy_nonoverlapping(args.input.add(iy * g.in_w), copy.add(lead), inside);
-            core::slice::from_raw_parts_mut(copy.add(lead + inside), width - lead - inside)
-                .fill(0.0);
+            pad_row::<V>(g, args.input.add(iy * g.in_w), copy, width);
             *start = copy;
         }
-        let group = BLOCKS * V::LANES;
-        let mut first = 0;
-        while first < g.out_w {
-            let n = group.min(g.out_w - first);
-            let at = starts.map(|start| start.wrapping_add(first * stride));
-            planar_depthwise_group::<V>(args, rows, &at, first, n);
-            first += n;
-        }
+        planar_depthwise_padded_row::<V>(args, rows, &starts);
     }
 }
 
