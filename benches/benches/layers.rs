@@ -23,10 +23,10 @@
 //! of the whole one-layer forward pass, which adds the NCHW ↔ NHWC
 //! reorders at the network's edges (what `benches/peers.py --layers`
 //! compares with the peers, whose inputs and outputs are NCHW too). The
-//! max-pool and depthwise layers, which read the network's input, run
-//! their planar (NCHW) kernels and have no reorders: there the step is the
-//! whole pass; the NHWC kernels they run inside a network are timed in
-//! `cnnc-kernels`' own benches (`ops`, `conv`).
+//! max-pool, depthwise and 7x7 stem layers, which read the network's
+//! input, run their planar (NCHW) kernels and have no reorders: there the
+//! step is the whole pass; the NHWC kernels they run inside a network are
+//! timed in `cnnc-kernels`' own benches (`ops`, `conv`).
 //!
 //! The FLOPs are the direct convolution's: a Winograd layer does fewer
 //! multiplications, so its (effective) rate and percentage can exceed the

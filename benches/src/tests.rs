@@ -64,7 +64,10 @@ fn the_fast_plan_times_the_layer_between_the_edge_reorders_if_any() {
             "{}: {steps:?}",
             spec.name
         );
-        if matches!(spec.name, "maxpool3x3s2_64_112" | "dw3x3_144_56") {
+        if matches!(
+            spec.name,
+            "maxpool3x3s2_64_112" | "dw3x3_144_56" | "conv7x7s2_3_64_224"
+        ) {
             // Reads the caller's NCHW planes: no reorder at either edge.
             assert_eq!(steps, [LAYER_NAME], "{}", spec.name);
         } else if spec.input.len() == 3 {
@@ -74,6 +77,7 @@ fn the_fast_plan_times_the_layer_between_the_edge_reorders_if_any() {
         }
         match spec.name {
             "dw3x3_144_56" => assert_eq!(layer.algorithm(), Some("planar_depthwise")),
+            "conv7x7s2_3_64_224" => assert_eq!(layer.algorithm(), Some("planar_direct")),
             "linear_4096_1000" => assert_eq!(layer.algorithm(), Some("gemv")),
             "maxpool3x3s2_64_112" => assert_eq!(layer.algorithm(), Some("planar")),
             // The dense convolutions' algorithm is the kernels' choice.

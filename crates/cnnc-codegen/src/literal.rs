@@ -122,6 +122,7 @@ impl ToLiteral for Algorithm {
             Algorithm::Depthwise => quote!(Depthwise),
             Algorithm::Grouped => quote!(Grouped),
             Algorithm::PlanarDepthwise => quote!(PlanarDepthwise),
+            Algorithm::PlanarDirect => quote!(PlanarDirect),
             Algorithm::Winograd(tile) => {
                 let tile = match tile {
                     WinogradTile::F4x4 => quote!(F4x4),

@@ -29,10 +29,13 @@
 //!   input's slot instead), or, when the output is an alias of another
 //!   value, a [`Kernel::Copy`] does.
 //! - **A layer that reads the input's planes.** When the input's only
-//!   reader is a max or average pooling, or a depthwise convolution with
-//!   channel multiplier 1 and no residual (outside fused blocks), that
-//!   layer reads the caller's NCHW planes itself ([`Layout::Nchw`],
-//!   [`Algorithm::PlanarDepthwise`]) and the input reorder moves after it,
+//!   reader is a max or average pooling, a depthwise convolution with
+//!   channel multiplier 1, or a convolution of few input channels (a stem:
+//!   the ones [`Algorithm::choose`] computes as [`Algorithm::RowIndirect`]),
+//!   without residual and outside fused blocks, that layer reads the
+//!   caller's NCHW planes itself ([`Layout::Nchw`],
+//!   [`Algorithm::PlanarDepthwise`], [`Algorithm::PlanarDirect`]) and the
+//!   input reorder moves after it,
 //!   onto its output (a 3x3/2 pooling: a quarter of the data): the layer
 //!   writes NCHW into the input's slot, then a reorder writes its own
 //!   slot. Such a layer that is the network's output writes the caller's
@@ -87,7 +90,9 @@
 //! ```
 
 use cnnc_kernels::ops::concat::ConcatSpec;
-use cnnc_kernels::ops::conv::{planar_depthwise_supported, Algorithm, BottleneckSpec, Conv2dSpec};
+use cnnc_kernels::ops::conv::{
+    planar_depthwise_supported, planar_direct_supported, Algorithm, BottleneckSpec, Conv2dSpec,
+};
 use cnnc_kernels::ops::elementwise::{ActivationSpec, AddSpec};
 use cnnc_kernels::ops::layout::{Layout, Reorder, ReorderSpec};
 use cnnc_kernels::ops::linear::LinearSpec;
@@ -487,8 +492,8 @@ impl Planner<'_> {
 
     /// The layer that reads the caller's NCHW input directly, if any: the
     /// input's only reader, a max or average pooling ([`Layout::Nchw`]) or
-    /// a depthwise convolution with channel multiplier 1, no residual and
-    /// outside fused blocks ([`Algorithm::PlanarDepthwise`]), with a window
+    /// a convolution outside fused blocks that [`planar_algorithm`] gives a
+    /// planar algorithm, with a window
     /// the planar kernels take, whose output fits in the input's slot
     /// (where it is written before its reorder) or is the network's output.
     /// The NCHW → NHWC reorder then runs on that layer's output (a 3x3/2
@@ -513,11 +518,8 @@ impl Planner<'_> {
             Some(Op::MaxPool2d(_) | Op::AvgPool2d(_)) => {
                 planar_supported(&self.pool_geometry(first)?)
             }
-            Some(Op::Conv2d(_)) => fusion::conv_spec(graph, self.info, first).is_some_and(|spec| {
-                !spec.has_residual
-                    && spec.geometry.groups > 1
-                    && planar_depthwise_supported(&spec.geometry)
-            }),
+            Some(Op::Conv2d(_)) => fusion::conv_spec(graph, self.info, first)
+                .is_some_and(|spec| planar_algorithm(&spec).is_some()),
             _ => false,
         };
         if !planar || !fresh || in_block {
@@ -537,7 +539,10 @@ impl Planner<'_> {
         match &mut step.kernel {
             Kernel::MaxPool(spec) => spec.layout = Layout::Nchw,
             Kernel::AvgPool(spec) => spec.layout = Layout::Nchw,
-            Kernel::Conv2d(spec) => spec.algorithm = Algorithm::PlanarDepthwise,
+            Kernel::Conv2d(spec) => {
+                spec.algorithm = planar_algorithm(spec)
+                    .ok_or_else(|| internal(graph, node, "a planar step of another convolution"))?
+            }
             _ => return Err(internal(graph, node, "a planar step of another kernel")),
         }
         step.inputs = vec![Operand::Input];
@@ -914,6 +919,24 @@ impl Planner<'_> {
     }
 }
 
+/// The algorithm of a convolution that reads the network's NCHW input
+/// planes, if it has one: no residual, and either a depthwise layer with
+/// channel multiplier 1 ([`Algorithm::PlanarDepthwise`]) or a layer of one
+/// group that the NHWC rule computes directly for its few input channels
+/// (a stem: [`Algorithm::RowIndirect`] → [`Algorithm::PlanarDirect`]).
+fn planar_algorithm(spec: &Conv2dSpec) -> Option<Algorithm> {
+    let g = &spec.geometry;
+    if spec.has_residual {
+        None
+    } else if g.groups > 1 && planar_depthwise_supported(g) {
+        Some(Algorithm::PlanarDepthwise)
+    } else if Algorithm::choose(g) == Algorithm::RowIndirect && planar_direct_supported(g) {
+        Some(Algorithm::PlanarDirect)
+    } else {
+        None
+    }
+}
+
 /// The display name of fused layers: their common module path, then each
 /// one's rest (`features.2.conv.0.0 + 1.0 + 2`); the full names joined
 /// when they share no path.
@@ -1185,6 +1208,50 @@ mod tests {
             let (_, plan) = self::plan(body);
             assert_eq!(kernels(&plan)[0], "reorder", "{body}");
             assert!(!algorithms(&plan).contains(&Algorithm::PlanarDepthwise));
+        }
+    }
+
+    #[test]
+    fn a_stem_that_is_the_network_writes_nchw_itself() {
+        let algorithms = |plan: &ExecPlan| -> Vec<Algorithm> {
+            plan.steps
+                .iter()
+                .filter_map(|step| match step.kernel {
+                    Kernel::Conv2d(spec) => Some(spec.algorithm),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (_, plan) = self::plan(
+            "input x: [3, 32, 32]
+             c = conv2d(16, 7, stride=2, padding=3)
+             relu",
+        );
+        assert_eq!(kernels(&plan), ["conv2d"]);
+        assert_eq!(algorithms(&plan), [Algorithm::PlanarDirect]);
+        assert_eq!(plan.steps[0].inputs, [Operand::Input]);
+        assert_eq!(plan.steps[0].output, Operand::Output);
+        // Smaller than its input: planar, then the reorder of its output.
+        let (_, plan) = self::plan(
+            "input x: [3, 32, 32]
+             c = conv2d(4, 3, stride=2, padding=1)
+             p = conv2d(8, 1)",
+        );
+        assert_eq!(kernels(&plan), ["conv2d", "reorder", "conv2d", "reorder"]);
+        assert_eq!(
+            algorithms(&plan),
+            [Algorithm::PlanarDirect, Algorithm::Gemm1x1]
+        );
+        // Larger than its input and not the output (a ResNet stem before
+        // its pooling), many input channels, or a residual: NHWC.
+        for body in [
+            "input x: [3, 32, 32]\n c = conv2d(64, 7, stride=2, padding=3)\n p = maxpool2d(3, stride=2, padding=1)",
+            "input x: [8, 6, 6]\n c = conv2d(8, 5, padding=2)",
+            "input x: [3, 6, 6]\n c = conv2d(3, 3, padding=1)\n s = add(c, x)",
+        ] {
+            let (_, plan) = self::plan(body);
+            assert_eq!(kernels(&plan)[0], "reorder", "{body}");
+            assert!(!algorithms(&plan).contains(&Algorithm::PlanarDirect), "{body}");
         }
     }
 

@@ -433,6 +433,16 @@ impl<'a, T> Disjoint<'a, T> {
         // 'a; exclusive by the caller's contract.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
     }
+
+    /// The slice's start, for tasks whose parts are not ranges (a tile's
+    /// pixels spread over the rows of many planes).
+    ///
+    /// # Safety
+    /// Tasks that write through it concurrently write disjoint elements
+    /// inside the slice, and take no [`Disjoint::part`] meanwhile.
+    pub(crate) unsafe fn pointer(&self) -> *mut T {
+        self.ptr
+    }
 }
 
 /// Part `index` of `0..total` cut into `parts` near-equal ranges whose

@@ -39,7 +39,7 @@ mod tests {
     #[test]
     fn the_input_edge_and_a_flatten() {
         let code = step_code(
-            "input x: [3, 4, 4]
+            "input x: [5, 4, 4]
              c = conv2d(2, 3)
              f = flatten
              fc = linear(2)",
@@ -47,7 +47,7 @@ mod tests {
         );
         insta::assert_snapshot!(code);
         let code = step_code(
-            "input x: [3, 4, 4]
+            "input x: [5, 4, 4]
              c = conv2d(2, 3)
              f = flatten
              fc = linear(2)",

@@ -35,11 +35,13 @@
 //! to the layer (tests force each one); the code generator writes the
 //! chosen one into the spec literal.
 //!
-//! One algorithm is outside the rule: [`Algorithm::PlanarDepthwise`] takes
-//! **NCHW** input and output planes (a depthwise layer with multiplier 1
-//! and no residual that reads the network's input, so the network skips
-//! its input reorder). The execution plan chooses it (`cnnc_ir::exec_plan`),
-//! never [`Algorithm::choose`], and it is not in [`Algorithm::ALL`].
+//! Two algorithms are outside the rule: [`Algorithm::PlanarDepthwise`] and
+//! [`Algorithm::PlanarDirect`] take **NCHW** input and output planes (a
+//! depthwise layer with multiplier 1, or a stem, without residual, that
+//! reads the network's input, so the network skips its input reorder — and
+//! its output reorder when the layer is the network). The execution plan
+//! chooses them (`cnnc_ir::exec_plan`), never [`Algorithm::choose`], and
+//! they are not in [`Algorithm::ALL`].
 //!
 //! ## Constants
 //!
@@ -51,7 +53,9 @@
 //! `[taps][C']` weights then `[C']` bias, `C'` = output channels rounded up
 //! to 16. Every segment is a multiple of 16 floats, so each starts on a
 //! 64-byte boundary of an aligned [`Buffer`]. `PlanarDepthwise` stores
-//! PyTorch's `[C, 1, kh, kw]` weights as they are, then the bias.
+//! PyTorch's `[C, 1, kh, kw]` weights as they are, then the bias;
+//! `PlanarDirect` blocks of 8 output channels `[⌈Cout/8⌉][K][8]`, then the
+//! bias padded alike.
 //!
 //! ## Threads
 //!
@@ -74,14 +78,16 @@ use crate::gemm::{PackedBRef, PANEL};
 use crate::geometry::Conv2dGeometry;
 use crate::Activation;
 pub use bottleneck::{BottleneckOp, BottleneckSpec};
-pub use planar::planar_depthwise_supported;
+pub use planar_depthwise::planar_depthwise_supported;
+pub use planar_direct::planar_direct_supported;
 
 pub mod bottleneck;
 mod depthwise;
 mod gemm1x1;
 mod grouped;
 mod indirect;
-mod planar;
+mod planar_depthwise;
+mod planar_direct;
 mod row_indirect;
 #[cfg(test)]
 mod tests;
@@ -119,6 +125,12 @@ pub enum Algorithm {
     /// [`Algorithm::choose`]'s; not in [`Algorithm::ALL`], whose members
     /// all take NHWC).
     PlanarDepthwise,
+    /// A convolution of one group over **NCHW** input and output planes,
+    /// without residual, vectorized along output pixels: a few-channel
+    /// first layer whose output is the network's (the execution plan's
+    /// choice, like [`Algorithm::PlanarDepthwise`]; not in
+    /// [`Algorithm::ALL`]).
+    PlanarDirect,
 }
 
 impl Algorithm {
@@ -165,7 +177,8 @@ impl Algorithm {
             Algorithm::Depthwise => g.groups == g.in_channels,
             Algorithm::Grouped => true,
             Algorithm::Winograd(_) => winograd::applicable(g),
-            Algorithm::PlanarDepthwise => planar::planar_depthwise_supported(g),
+            Algorithm::PlanarDepthwise => planar_depthwise::planar_depthwise_supported(g),
+            Algorithm::PlanarDirect => planar_direct::planar_direct_supported(g),
         }
     }
 
@@ -180,6 +193,7 @@ impl Algorithm {
             Algorithm::Winograd(WinogradTile::F4x4) => "winograd_f4x4",
             Algorithm::Winograd(WinogradTile::F6x6) => "winograd_f6x6",
             Algorithm::PlanarDepthwise => "planar_depthwise",
+            Algorithm::PlanarDirect => "planar_direct",
         }
     }
 }
@@ -436,7 +450,8 @@ enum Plan {
     RowIndirect(row_indirect::Plan),
     Depthwise(depthwise::Plan),
     Grouped(grouped::Plan),
-    PlanarDepthwise(planar::Plan),
+    PlanarDepthwise(planar_depthwise::Plan),
+    PlanarDirect(planar_direct::Plan),
 }
 
 /// A 2-D convolution layer over NHWC activations (see the module doc).
@@ -494,7 +509,8 @@ impl Conv2dOp {
         let out = constants.make_mut();
         match spec.algorithm {
             Algorithm::Depthwise => depthwise::pack(g, &sizes, weight, bias, out),
-            Algorithm::PlanarDepthwise => planar::pack(weight, bias, out),
+            Algorithm::PlanarDepthwise => planar_depthwise::pack(weight, bias, out),
+            Algorithm::PlanarDirect => planar_direct::pack(weight, bias, sizes.k, out),
             _ => GemmSegment::new(g, &sizes, spec.has_bias)?.pack(g, weight, bias, out),
         }
         Conv2dOp::from_constants(spec, constants)
@@ -514,7 +530,8 @@ impl Conv2dOp {
             }
             Algorithm::Depthwise => Plan::Depthwise(depthwise::Plan::new(g, spec.has_bias)),
             Algorithm::Grouped => Plan::Grouped(grouped::Plan::new(g, &sizes, spec.has_bias)?),
-            Algorithm::PlanarDepthwise => Plan::PlanarDepthwise(planar::Plan),
+            Algorithm::PlanarDepthwise => Plan::PlanarDepthwise(planar_depthwise::Plan),
+            Algorithm::PlanarDirect => Plan::PlanarDirect(planar_direct::Plan::new(g)?),
             Algorithm::Winograd(tile) => {
                 let winograd = WinogradConv::from_constants(winograd_spec(&spec, tile), constants)?;
                 return Ok(Conv2dOp {
@@ -546,9 +563,14 @@ impl Conv2dOp {
     }
 
     /// Floats of scratch [`Conv2dOp::run`] needs for `batch` samples: 0 for
-    /// every algorithm but Winograd (the others read the input in place).
+    /// every algorithm but Winograd and the planar direct one (the others
+    /// read the input in place).
     pub fn scratch_len(&self, batch: usize) -> usize {
         match &self.body {
+            Body::Native {
+                plan: Plan::PlanarDirect(plan),
+                ..
+            } => plan.scratch_len(),
             Body::Native { .. } => 0,
             Body::Winograd(winograd) => winograd.scratch_len(batch),
         }
@@ -601,6 +623,7 @@ impl Conv2dOp {
             Plan::RowIndirect(plan) => plan.run(&args, output),
             Plan::Depthwise(plan) => plan.run(&args, output),
             Plan::PlanarDepthwise(plan) => plan.run(&args, output),
+            Plan::PlanarDirect(plan) => plan.run(&args, output, scratch),
             Plan::Grouped(plan) => plan.run(&args, output),
         }
     }
@@ -620,10 +643,15 @@ fn winograd_spec(spec: &Conv2dSpec, tile: WinogradTile) -> WinogradSpec {
 /// Checks the geometry and that the algorithm applies to it.
 fn check_spec(spec: &Conv2dSpec) -> Result<Sizes, OpError> {
     let sizes = check_geometry(&spec.geometry)?;
-    if spec.algorithm == Algorithm::PlanarDepthwise && spec.has_residual {
-        return Err(spec_error(
-            "the planar depthwise convolution takes no residual",
-        ));
+    if matches!(
+        spec.algorithm,
+        Algorithm::PlanarDepthwise | Algorithm::PlanarDirect
+    ) && spec.has_residual
+    {
+        return Err(spec_error(format!(
+            "the {} algorithm takes no residual",
+            spec.algorithm.name()
+        )));
     }
     if !spec.algorithm.is_applicable(&spec.geometry) {
         return Err(spec_error(format!(
@@ -639,7 +667,8 @@ fn constants_len(spec: &Conv2dSpec, sizes: &Sizes) -> Result<usize, OpError> {
     let g = &spec.geometry;
     match spec.algorithm {
         Algorithm::Depthwise => depthwise::constants_len(g, sizes, spec.has_bias),
-        Algorithm::PlanarDepthwise => planar::constants_len(g, sizes, spec.has_bias),
+        Algorithm::PlanarDepthwise => planar_depthwise::constants_len(g, sizes, spec.has_bias),
+        Algorithm::PlanarDirect => planar_direct::constants_len(g, sizes, spec.has_bias),
         _ => GemmSegment::new(g, sizes, spec.has_bias)?.total(g.groups),
     }
 }

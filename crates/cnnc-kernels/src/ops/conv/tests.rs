@@ -324,12 +324,14 @@ fn check_case(case: &Case) {
     check_planar(case, &expected);
 }
 
-/// The planar depthwise form of a depthwise case with multiplier 1 and no
-/// residual, on the NCHW planes of its data, against the reference
-/// (`expected`, NHWC), on every tier, and bit-identical on 1 and 3 threads.
+/// The planar forms of a case without residual (depthwise with
+/// multiplier 1; one group), on the NCHW planes of its data, against the
+/// reference (`expected`, NHWC), on every tier, and bit-identical on 1
+/// and 3 threads. The scratch starts as NaN: the planar direct algorithm
+/// must write every float of it that it reads.
 fn check_planar(case: &Case, (expected, scale): &(Vec<f32>, f32)) {
     let g = &case.spec.geometry;
-    if !Algorithm::PlanarDepthwise.is_applicable(g) || case.residual.is_some() {
+    if case.residual.is_some() {
         return;
     }
     let batch = case.batch;
@@ -338,23 +340,30 @@ fn check_planar(case: &Case, (expected, scale): &(Vec<f32>, f32)) {
         to_nchw(expected, batch, g.out_channels, g.out_h, g.out_w),
         *scale,
     );
-    let op = case.op(Algorithm::PlanarDepthwise);
-    for kernels in tiers() {
-        let mut first: Option<Vec<f32>> = None;
-        for threads in [1, 3] {
-            let ctx = Context::with(kernels, threads);
-            let mut output = vec![f32::NAN; batch * g.output_len()];
-            op.run(&ctx, batch, &input, None, &mut output, &mut [])
-                .expect("valid run");
-            let what = format!(
-                "planar_depthwise on {} ({threads} threads): {:?}",
-                kernels.tier(),
-                case.spec
-            );
-            assert_close(&output, &expected, Algorithm::PlanarDepthwise, &what);
-            match &first {
-                None => first = Some(output),
-                Some(first) => assert_bits(&output, first, &what),
+    for algorithm in [Algorithm::PlanarDepthwise, Algorithm::PlanarDirect] {
+        if !algorithm.is_applicable(g) {
+            continue;
+        }
+        let op = case.op(algorithm);
+        for kernels in tiers() {
+            let mut first: Option<Vec<f32>> = None;
+            for threads in [1, 3] {
+                let ctx = Context::with(kernels, threads);
+                let mut output = vec![f32::NAN; batch * g.output_len()];
+                let mut scratch = vec![f32::NAN; op.scratch_len(batch)];
+                op.run(&ctx, batch, &input, None, &mut output, &mut scratch)
+                    .expect("valid run");
+                let what = format!(
+                    "{} on {} ({threads} threads): {:?}",
+                    algorithm.name(),
+                    kernels.tier(),
+                    case.spec
+                );
+                assert_close(&output, &expected, algorithm, &what);
+                match &first {
+                    None => first = Some(output),
+                    Some(first) => assert_bits(&output, first, &what),
+                }
             }
         }
     }
@@ -470,6 +479,13 @@ fn fixed_layers_of_every_kind_match_the_reference() {
         geometry(17, [16, 12], 17, [3, 3], [3, 1], [1, 1], [0, 1, 2, 1], 17),
         geometry(7, [6, 8], 14, [3, 3], [1, 1], [1, 1], [1; 4], 7),
         geometry(18, [12, 11], 18, [5, 5], [1, 2], [2, 1], [2, 3, 1, 0], 18),
+        // Planar direct: a stem large enough to be cut into tasks, with
+        // rows wider than a tile (whole vectors and pieces); stride 1
+        // with asymmetric padding; stride 3 dilated (9 phases, some
+        // unused); channels not a whole block.
+        geometry(3, [41, 70], 16, [7, 7], [2, 2], [1, 1], [3; 4], 1),
+        geometry(2, [6, 100], 5, [3, 3], [1, 1], [1, 1], [1, 0, 2, 1], 1),
+        geometry(1, [20, 53], 9, [3, 2], [3, 3], [2, 3], [2, 1, 0, 2], 1),
         // Grouped 1x1 and 3x3 (ResNeXt-like), output channels per group ragged.
         geometry(32, [6, 6], 40, [1, 1], [1, 1], [1, 1], [0; 4], 4),
         geometry(12, [7, 6], 9, [3, 3], [2, 1], [1, 1], [1, 0, 1, 2], 3),
