@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use cnnc_interp::{Interpreter, Mode, Options};
-use cnnc_runtime::WeightFile;
+use cnnc_runtime::{Buffer, WeightFile};
 
 /// One benchmarked layer.
 #[derive(Clone, Copy, Debug)]
@@ -138,8 +138,8 @@ pub struct OneLayer {
     pub spec: LayerSpec,
     interpreter: Interpreter,
     step: usize,
-    input: Vec<f32>,
-    output: Vec<f32>,
+    input: Buffer,
+    output: Buffer,
 }
 
 impl OneLayer {
@@ -173,8 +173,13 @@ impl OneLayer {
                 .ok_or_else(|| format!("{}: no step named `{LAYER_NAME}`", spec.name))?,
             None => 0,
         };
-        let input = cnnc_ir::random_values(interpreter.input_len(), 0x5EED, 1.0);
-        let output = vec![0.0; interpreter.output_len()];
+        // 64-byte aligned, as the peers allocate their tensors.
+        let input = Buffer::from_slice(&cnnc_ir::random_values(
+            interpreter.input_len(),
+            0x5EED,
+            1.0,
+        ));
+        let output = Buffer::zeroed(interpreter.output_len());
         Ok(OneLayer {
             spec,
             interpreter,
@@ -215,7 +220,7 @@ impl OneLayer {
         let mut step_time = Duration::ZERO;
         let step = self.step;
         self.interpreter
-            .forward_timed(&self.input, &mut self.output, |index, elapsed| {
+            .forward_timed(&self.input, self.output.make_mut(), |index, elapsed| {
                 if index == step {
                     step_time = elapsed;
                 }

@@ -25,7 +25,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use cnnc_interp::{Interpreter, Mode};
 use cnnc_ir::exec_plan::Kernel;
-use cnnc_runtime::WeightFile;
+use cnnc_runtime::{Buffer, WeightFile};
 use serde_json::json;
 
 use crate::common::load_checked;
@@ -118,8 +118,11 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
         .try_reserve_exact(input_len.saturating_add(output_len))
         .map_err(|_| anyhow::anyhow!("out of memory: a batch of {batch} is too large"))?;
     drop(buffers);
-    let input = cnnc_ir::random_values(input_len, args.seed ^ 0x5EED, 1.0);
-    let mut output = vec![0.0f32; output_len];
+    // 64-byte aligned, as the peers allocate their tensors (a planar
+    // stem's stores are then whole cache lines).
+    let input = Buffer::from_slice(&cnnc_ir::random_values(input_len, args.seed ^ 0x5EED, 1.0));
+    let mut output = Buffer::zeroed(output_len);
+    let output = output.make_mut();
 
     let steps = interpreter.exec_plan().map_or(0, |plan| plan.steps.len());
     let iters = usize::try_from(args.iters)?;
@@ -127,20 +130,20 @@ pub fn run(args: &Args, options: &Options) -> Result<Outcome> {
     let mut step_times: Vec<Vec<f64>> = vec![Vec::with_capacity(iters); steps];
     let mut totals = Vec::with_capacity(iters);
     for _ in 0..args.warmup {
-        interpreter.forward(&input, &mut output).map_err(message)?;
+        interpreter.forward(&input, output).map_err(message)?;
     }
     for _ in 0..iters {
         let start = Instant::now();
         if timed_steps && steps > 0 {
             interpreter
-                .forward_timed(&input, &mut output, |index, elapsed| {
+                .forward_timed(&input, output, |index, elapsed| {
                     if let Some(times) = step_times.get_mut(index) {
                         times.push(elapsed.as_secs_f64());
                     }
                 })
                 .map_err(message)?;
         } else {
-            interpreter.forward(&input, &mut output).map_err(message)?;
+            interpreter.forward(&input, output).map_err(message)?;
         }
         totals.push(start.elapsed().as_secs_f64());
     }
