@@ -1169,17 +1169,19 @@ mod tests {
         assert_eq!(pool_layouts(&plan), [Layout::Nchw]);
     }
 
+    /// The algorithms of the plan's convolution steps.
+    fn algorithms(plan: &ExecPlan) -> Vec<Algorithm> {
+        plan.steps
+            .iter()
+            .filter_map(|step| match step.kernel {
+                Kernel::Conv2d(spec) => Some(spec.algorithm),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn a_depthwise_convolution_of_the_input_reads_the_nchw_planes() {
-        let algorithms = |plan: &ExecPlan| -> Vec<Algorithm> {
-            plan.steps
-                .iter()
-                .filter_map(|step| match step.kernel {
-                    Kernel::Conv2d(spec) => Some(spec.algorithm),
-                    _ => None,
-                })
-                .collect()
-        };
         let (_, plan) = self::plan(
             "input x: [8, 6, 6]
              c = conv2d(8, 3, padding=1, groups=8)
@@ -1213,15 +1215,6 @@ mod tests {
 
     #[test]
     fn a_stem_that_is_the_network_writes_nchw_itself() {
-        let algorithms = |plan: &ExecPlan| -> Vec<Algorithm> {
-            plan.steps
-                .iter()
-                .filter_map(|step| match step.kernel {
-                    Kernel::Conv2d(spec) => Some(spec.algorithm),
-                    _ => None,
-                })
-                .collect()
-        };
         let (_, plan) = self::plan(
             "input x: [3, 32, 32]
              c = conv2d(16, 7, stride=2, padding=3)
