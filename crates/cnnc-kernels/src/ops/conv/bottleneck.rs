@@ -36,12 +36,12 @@ use core::ops::Range;
 use super::depthwise;
 use super::{
     check_len, check_spec, constants_len, spec_error, too_large, Algorithm, Buffer, Context,
-    Conv2dOp, Conv2dSpec, DisjointSlice, FirstError, GemmSegment, OpError, Sizes,
-    PARALLEL_MIN_MACS,
+    Conv2dOp, Conv2dSpec, FirstError, GemmSegment, OpError, Sizes, PARALLEL_MIN_MACS,
 };
 use crate::gemm::{gemm, Epilogue, MatMut, MatRef};
 use crate::geometry::Conv2dGeometry;
 use crate::ops::RunBuffers;
+use crate::threads::Disjoint;
 
 /// The scratch of one band (`E` and `D`) should fit in this many bytes: a
 /// quarter of this machine's 2 MiB L2, which also holds the weights and
@@ -312,17 +312,13 @@ impl BottleneckOp {
         } else {
             ctx.threads().min(MAX_TASKS).min(units)
         };
-        let outputs = DisjointSlice::new(output);
-        let slots = DisjointSlice::new(scratch);
+        let outputs = Disjoint::new(output);
+        let slots = Disjoint::new(scratch);
         let errors = FirstError::default();
         ctx.parallel_for(tasks, |task| {
             let units = task * units / tasks..(task + 1) * units / tasks;
             // SAFETY: each task takes its own slot.
-            let Some(slot) =
-                (unsafe { slots.range_mut(task * self.slot_len..(task + 1) * self.slot_len) })
-            else {
-                return;
-            };
+            let slot = unsafe { slots.part(task * self.slot_len..(task + 1) * self.slot_len) };
             let mut band = Band {
                 op: self,
                 ctx,
@@ -337,9 +333,7 @@ impl BottleneckOp {
                 let end = (sample * dw.out_h + rows.end) * row_len;
                 // SAFETY: distinct units are distinct rows of the output,
                 // and each unit belongs to one task.
-                let Some(out) = (unsafe { outputs.range_mut(start..end) }) else {
-                    return;
-                };
+                let out = unsafe { outputs.part(start..end) };
                 let residual = residual.map(|residual| &residual[start..end]);
                 let x = &input[sample * self.input_len..][..self.input_len];
                 errors.record(band.run(sample, x, rows, residual, out));

@@ -20,11 +20,12 @@
 //!
 //! **Threads.** Output rows (over all samples) are cut into runs.
 
-use super::{DisjointSlice, FirstError, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS};
+use super::{FirstError, OpError, RunArgs, Sizes, PARALLEL_MIN_MACS};
 use crate::gemm::microkernel::{prefetch, with_activation, TO_L1};
 use crate::gemm::simd::Simd;
 use crate::gemm::PANEL;
 use crate::geometry::Conv2dGeometry;
+use crate::threads::Disjoint;
 use crate::tier::Tier;
 use crate::Activation;
 
@@ -106,7 +107,7 @@ impl Plan {
             threads.saturating_mul(4).min(rows).max(1)
         };
         let tier = args.ctx.kernels().tier();
-        let output = DisjointSlice::new(output);
+        let output = Disjoint::new(output);
         let errors = FirstError::default();
         args.ctx.parallel_for(tasks, |task| {
             let (first, end) = (task * rows / tasks, (task + 1) * rows / tasks);
@@ -116,10 +117,7 @@ impl Plan {
                 let (sample, oy) = (row / g.out_h, row % g.out_h);
                 let run_end = end.min((sample + 1) * g.out_h);
                 // SAFETY: the row runs of distinct tasks are disjoint.
-                let Some(out) = (unsafe { output.range_mut(row * row_len..run_end * row_len) })
-                else {
-                    return;
-                };
+                let out = unsafe { output.part(row * row_len..run_end * row_len) };
                 let residual = args.residual.map(|r| &r[row * row_len..run_end * row_len]);
                 errors.record(self.run_rows(
                     tier,
