@@ -208,14 +208,14 @@ impl Plan {
                     weights: args.constants.as_ptr(),
                     bias,
                     activation: args.spec.activation,
-                    // SAFETY: the tasks' pixel runs are disjoint, and so
-                    // are the outputs they store.
+                    // SAFETY: the tasks' row runs are disjoint, and so are
+                    // the outputs they store.
                     output: unsafe { out.pointer() },
                     rows: part(g.out_h, tile_tasks, 1, task),
                 };
-                // SAFETY: `rows` below `out_h`; the
-                // reads stay inside the scratch (`len`), the writes inside
-                // the sample's output. The table is of a tier this CPU has.
+                // SAFETY: `rows` below `out_h`; the reads stay inside the
+                // scratch (`len`), the writes inside the sample's output.
+                // The table is of a tier this CPU has.
                 unsafe { (kernels.tiles)(&tiles) };
             });
         }
