@@ -60,14 +60,19 @@ pub fn planar_direct_supported(g: &Conv2dGeometry) -> bool {
     g.groups == 1
 }
 
+/// Output channels rounded up to whole blocks: the rows of the packed
+/// weights and of the padded bias.
+fn padded_channels(out_channels: usize) -> usize {
+    out_channels.div_ceil(BLOCK) * BLOCK
+}
+
 /// Floats of the constants.
 pub(super) fn constants_len(
     g: &Conv2dGeometry,
     sizes: &Sizes,
     has_bias: bool,
 ) -> Result<usize, OpError> {
-    let padded = g.out_channels.div_ceil(BLOCK) * BLOCK;
-    padded
+    padded_channels(g.out_channels)
         .checked_mul(sizes.k + usize::from(has_bias))
         .ok_or_else(too_large)
 }
@@ -75,8 +80,7 @@ pub(super) fn constants_len(
 /// Packs the PyTorch weight `[Cout, C, kh, kw]` and the bias into `out`
 /// ([`constants_len`] floats, zero-filled).
 pub(super) fn pack(weight: &[f32], bias: Option<&[f32]>, k: usize, out: &mut [f32]) {
-    let out_channels = weight.len() / k;
-    let padded = out_channels.div_ceil(BLOCK) * BLOCK;
+    let padded = padded_channels(weight.len() / k);
     for (o, row) in weight.chunks_exact(k).enumerate() {
         let block = &mut out[(o / BLOCK) * k * BLOCK..][..k * BLOCK];
         for (kk, &w) in row.iter().enumerate() {
@@ -170,7 +174,7 @@ impl Plan {
         } else {
             ((threads * 2).min(row_units), (threads * 4).min(g.out_h))
         };
-        let padded = g.out_channels.div_ceil(BLOCK) * BLOCK;
+        let padded = padded_channels(g.out_channels);
         let bias = args
             .spec
             .has_bias
